@@ -1,0 +1,3 @@
+from biqabench.cli import main
+
+main()

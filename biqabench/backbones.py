@@ -1,0 +1,123 @@
+"""The backbone protocol: an image batch in, four feature maps out.
+
+IQA heads need multi-scale features (HyperIQA's local distortion-aware modules, TReS's
+transformer over stages), so a backbone returns one map per stage and says their channels and
+strides up front, the way timm's ``features_only`` models expose ``feature_info``.  Heads size
+themselves from ``channels``; nothing in a head hard-codes ResNet-50's 2048.
+
+Backbones are created with random weights and never download: weights are put in afterwards by
+:func:`biqabench.weights.load_weights`, which is the one place that knows about ImageNet,
+pretrainer outputs and checkpoint files.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from biqabench.plugins import registry
+
+
+class Backbone(nn.Module):
+    """Base class. Subclasses set ``channels``/``strides`` and implement ``forward`` -> list of maps."""
+
+    channels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    name: str = ""
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the last (deepest) stage, the usual input of a pooled head."""
+        return self.channels[-1]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled last-stage features, (B, out_channels)."""
+        return self(x)[-1].mean(dim=(2, 3))
+
+
+class ResNetBackbone(Backbone):
+    """A torchvision ResNet without its classifier, exposing layer1..layer4.
+
+    Parameter names are torchvision's (``conv1.weight``, ``layer3.2.bn1.running_mean``...), so
+    torchvision/ImageNet and MoCo checkpoints load without renaming beyond prefix stripping.
+    """
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, arch: str = "resnet50"):
+        super().__init__()
+        import torchvision.models as tvm
+
+        ctor = getattr(tvm, arch)
+        net = ctor(weights=None)
+        self.name = arch
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if arch in ("resnet50", "resnet101", "resnet152") or "resnext" in arch or "wide" in arch else 1
+        self.channels = tuple(c * expansion for c in (64, 128, 256, 512))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return [c2, c3, c4, c5]
+
+
+class TinyBackbone(Backbone):
+    """A four-stage conv net of a few thousand parameters, for tests and smoke runs."""
+
+    strides = (4, 8, 16, 32)
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.name = "tiny"
+        chans = (width, width * 2, width * 4, width * 8)
+        self.channels = chans
+        layers = []
+        c_in = 3
+        for i, c in enumerate(chans):
+            stride = 4 if i == 0 else 2
+            layers.append(nn.Sequential(
+                nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            ))
+            c_in = c
+        self.stages = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def create_backbone(name: str, weights: str | None = "random", **kwargs) -> Backbone:
+    """Build a registered backbone and (optionally) load weights into it.
+
+    ``weights`` is resolved by :func:`biqabench.weights.load_weights`: ``random``, ``imagenet``,
+    a pretrainer name such as ``qpt``, or a checkpoint path.
+    """
+    factory = registry("backbones").get(name)
+    model = factory(**kwargs)
+    if not model.name:
+        model.name = name
+    if weights not in (None, "random"):
+        from biqabench.weights import load_weights
+
+        load_weights(model, weights, backbone_name=name)
+    return model
+
+
+def feature_shapes(backbone: Backbone, size: int = 224) -> list[Sequence[int]]:
+    """Shapes of the stage outputs for a ``size`` x ``size`` input (a cheap self-check)."""
+    with torch.no_grad():
+        return [tuple(f.shape) for f in backbone(torch.zeros(1, 3, size, size))]

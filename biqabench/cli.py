@@ -1,0 +1,185 @@
+"""The ``biqabench`` command line: a thin typer layer over the Python API.
+
+Every command either does its job or stops with a one-line ``error: ...`` naming what is wrong
+and how to fix it (exit code 2); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from tabulate import tabulate
+
+from biqabench.errors import BiqaError
+from biqabench.plugins import get_harness, registry
+
+app = typer.Typer(
+    name="biqabench",
+    help="Blind image quality assessment benchmarking: pretrain backbones (QPT), swap their weights "
+    "into IQA heads (HyperIQA, TReS, linear) and evaluate them intra- and cross-dataset.\n\n"
+    "Quick start:  biqabench pretrain qpt --backbone resnet50   then   biqabench eval --head hyperiqa --weights qpt",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details (INFO level)."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _table(rows: list[dict], fmt: str = "github") -> None:
+    if not rows:
+        typer.echo("(none)")
+        return
+    typer.echo(tabulate(rows, headers="keys", tablefmt=fmt))
+
+
+# -- plugins and registries ---------------------------------------------------------------------
+plugins_app = typer.Typer(help="Installed plugins (bundled and third-party).", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.command("list")
+def plugins_list() -> None:
+    """Show each plugin: name, what it registers, distribution and version, and errors of broken ones."""
+    h = get_harness()
+    for kind in ("backbones", "pretrainers", "heads", "datasets"):
+        h.registry(kind)
+    rows = []
+    for info in sorted(h.plugins.values(), key=lambda p: (p.distribution != "biqabench", p.name)):
+        rows.append({
+            "plugin": info.name,
+            "registers": ", ".join(info.kinds) or "-",
+            "distribution": info.distribution,
+            "version": info.version,
+            "status": f"BROKEN: {info.error}" if info.broken else "ok",
+        })
+    _table(rows)
+
+
+def _list_command(kind: str, extra=None):
+    def command(fmt: str = typer.Option("github", "--format", help="Table format (github, plain, latex, ...).")) -> None:
+        rows = []
+        for entry in registry(kind).entries():
+            row = {"name": entry.name, "plugin": entry.plugin, "description": entry.description}
+            if extra is not None:
+                row.update(extra(entry))
+            rows.append(row)
+        _table(rows, fmt)
+
+    command.__doc__ = f"List registered {kind} (name, providing plugin, description)."
+    return command
+
+
+def _head_recipe(entry) -> dict:
+    r = entry.obj.recipe
+    return {"recipe": f"patch {r.patch_size}, {r.train_patches}/{r.test_patches} patches, "
+                      f"{r.optimizer} lr {r.lr:g} (x{r.head_lr_mult:g} head), wd {r.weight_decay:g}, "
+                      f"batch {r.batch_size}, {r.epochs} ep, loss {r.loss}"}
+
+
+def _backbone_info(entry) -> dict:
+    return {}
+
+
+for _kind, _extra in (("backbones", None), ("heads", _head_recipe), ("pretrainers", None)):
+    _sub = typer.Typer(help=f"Registered {_kind}.", no_args_is_help=True)
+    _sub.command("list")(_list_command(_kind, _extra))
+    app.add_typer(_sub, name=_kind)
+
+datasets_app = typer.Typer(help="Labelled IQA datasets: readers for official layouts.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+datasets_app.command("list")(_list_command("datasets", lambda e: {"layout": getattr(e.obj, "layout", "")}))
+
+weights_app = typer.Typer(help="The weights store: what --weights NAME can resolve to.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list(
+    store: Optional[Path] = typer.Option(None, help="Weights store folder (default: results/weights or $BIQABENCH_WEIGHTS)."),
+) -> None:
+    """List usable weights: built-in names (random, imagenet) and every pretrainer output in the store."""
+    from biqabench.weights import WeightsStore, describe_store
+
+    _table(describe_store(WeightsStore(store) if store else None))
+
+
+# -- pretraining ---------------------------------------------------------------------------------
+@app.command()
+def pretrain(
+    name: str = typer.Argument(..., help="Pretraining strategy, e.g. qpt (see: biqabench pretrainers list)."),
+    backbone: str = typer.Option("resnet50", help="Backbone to pretrain (see: biqabench backbones list)."),
+    data: Optional[str] = typer.Option(None, help="Folder of unlabelled images (any depth, ImageNet layout too). Default: the embedded demo images."),
+    steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+    epochs: Optional[int] = typer.Option(None, help="Stop after this many passes over --data."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (default: the config's)."),
+    patch_size: Optional[int] = typer.Option(None, help="Patch side in pixels (default: the config's)."),
+    config: Optional[Path] = typer.Option(None, help="YAML overriding the strategy's defaults, e.g. configs/qpt_paper.yaml."),
+    resume: bool = typer.Option(False, help="Continue the interrupted run from its last checkpoint."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
+    seed: int = typer.Option(0, help="Seed for degradations, patches and initialisation."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default: the config's)."),
+    run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
+) -> None:
+    """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
+    from biqabench.pretrain import pretrain as run_pretrain
+
+    registry("backbones").get(backbone)  # fail fast on a typo
+    rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
+                       patch_size=patch_size, config=str(config) if config else None, resume=resume,
+                       device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir)
+    typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
+
+
+def _register_runner_commands() -> None:
+    """eval / benchmark / predict / results live in biqabench.cli_runner when present."""
+    try:
+        from biqabench import cli_runner
+    except ImportError as exc:
+        if "cli_runner" not in str(exc):
+            raise
+        return
+    cli_runner.register(app)
+
+
+def _register_extra_commands() -> None:
+    for mod in ("biqabench.data.cli",):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(datasets_app)
+
+
+_register_runner_commands()
+_register_extra_commands()
+get_harness().add_commands(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="biqabench")
+    except BiqaError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

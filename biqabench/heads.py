@@ -1,0 +1,100 @@
+"""IQA heads: models built *around* a given backbone, each with its training recipe as data.
+
+A head plugin registers a :class:`HeadSpec`.  The runner never special-cases a head: it builds
+``spec.build(backbone, recipe)``, trains with ``model.loss(x, mos)`` and the optimiser groups of
+``model.param_groups(recipe)``, and predicts with ``model(x)``.  Scores are on the normalised
+scale (0..1, higher is better) during training; datasets map them back to their native scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from biqabench.backbones import Backbone, create_backbone
+from biqabench.config import override
+from biqabench.plugins import registry
+
+
+@dataclass
+class Recipe:
+    """How a head is trained and tested. Defaults are HyperIQA's paper settings."""
+
+    patch_size: int = 224
+    train_patches: int = 25      # random patches drawn per training image per epoch
+    test_patches: int = 25       # patches per test image, scores averaged
+    batch_size: int = 96
+    epochs: int = 16
+    lr: float = 2e-5             # backbone learning rate
+    head_lr_mult: float = 10.0   # the head's parameters learn this many times faster
+    weight_decay: float = 5e-4
+    optimizer: str = "adam"      # adam | adamw | sgd
+    lr_step: int = 6             # divide lr by 1/lr_gamma every lr_step epochs (0: constant)
+    lr_gamma: float = 0.1
+    loss: str = "l1"
+    freeze_backbone: bool = False  # linear probe: the backbone is not trained
+    resize: int = 0              # resize the short side to this before cropping (0: as is)
+    hflip: bool = True           # random horizontal flips of training patches
+    options: dict = field(default_factory=dict)  # head-specific extras
+
+
+class IQAHead(nn.Module):
+    """Base class: holds ``self.backbone``; subclasses implement ``forward(x) -> (B,)`` scores."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        """Training loss on a batch of patches and their normalised MOS. Default: L1."""
+        return F.l1_loss(self(x).float(), mos.float())
+
+    def head_parameters(self):
+        ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def param_groups(self, recipe: Recipe) -> list[dict]:
+        """Optimiser groups: backbone at ``lr``, the rest at ``lr * head_lr_mult``."""
+        groups = [{"params": self.head_parameters(), "lr": recipe.lr * recipe.head_lr_mult, "name": "head"}]
+        if not recipe.freeze_backbone:
+            groups.append({"params": list(self.backbone.parameters()), "lr": recipe.lr, "name": "backbone"})
+        return groups
+
+
+@dataclass
+class HeadSpec:
+    """What a head plugin registers."""
+
+    name: str
+    build: Callable[[Backbone, Recipe], IQAHead]
+    recipe: Recipe = field(default_factory=Recipe)
+    description: str = ""
+    reference: str = ""  # paper / code it follows
+
+
+def head_spec(name: str) -> HeadSpec:
+    return registry("heads").get(name)
+
+
+def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str = "random",
+                recipe: Recipe | dict | None = None) -> IQAHead:
+    """Build head ``name`` around a backbone (a module, or a backbone name plus ``weights``)."""
+    spec = head_spec(name)
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, weights=weights)
+    if recipe is None:
+        recipe = spec.recipe
+    elif isinstance(recipe, dict):
+        recipe = override(spec.recipe, recipe, where=f"recipe for head {name!r}")
+    head = spec.build(backbone, recipe)
+    if recipe.freeze_backbone:
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+    return head

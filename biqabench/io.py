@@ -1,0 +1,84 @@
+"""Atomic file writes and safe checkpoint reading.
+
+Long runs are interrupted (Ctrl-C, SIGTERM, full disks).  Every file biqabench writes goes to a
+temporary name in the same folder and is renamed into place, so a reader sees either the old
+file or the new one, never half of one.  Checkpoints are read with ``weights_only=True``: a
+pickle that would execute code is refused rather than run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from biqabench.errors import BiqaError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise BiqaError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        raise BiqaError(f"cannot write {path}: {exc.strerror or exc} (nothing was half-written)") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically (checkpoints survive an interrupt during the write)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Read a torch checkpoint safely (``weights_only=True``); refuse code-executing pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise BiqaError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "UnpicklingError" in type(exc).__name__:
+            raise BiqaError(
+                f"refused to load {path}: it contains Python objects beyond tensors and plain data "
+                f"(loading it could run code). Re-save it as a plain state_dict or safetensors. ({msg})"
+            ) from None
+        raise BiqaError(f"cannot read checkpoint {path}: {msg} (truncated or not a torch file?)") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

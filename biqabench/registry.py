@@ -1,0 +1,87 @@
+"""Typed registries of components (backbones, heads, pretrainers, datasets).
+
+One registry per kind.  Names are unique within a kind; registering a name twice is an error
+that names both plugins, because silently letting one win makes results depend on install
+order.  Unknown names raise :class:`UnknownComponentError` with the closest existing names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Generic, Iterator, TypeVar
+
+from biqabench.errors import BiqaError
+
+T = TypeVar("T")
+
+
+class UnknownComponentError(BiqaError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class DuplicateComponentError(BiqaError):
+    pass
+
+
+@dataclass
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    plugin: str
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Name -> component, remembering which plugin registered it."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def add(self, name: str, obj: T, *, plugin: str = "<direct>", description: str = "", **meta) -> None:
+        if not name or not isinstance(name, str):
+            raise BiqaError(f"{self.kind} names must be non-empty strings (plugin {plugin!r} gave {name!r})")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise DuplicateComponentError(
+                f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r}; "
+                f"uninstall one or restrict plugins with BIQABENCH_PLUGINS"
+            )
+        self._entries[name] = Entry(name, obj, plugin, description, dict(meta))
+
+    def remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownComponentError(unknown_name_message(self.kind, name, self.names())) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    avail = ", ".join(choices) if choices else "none installed"
+    return f"unknown {kind} {name!r}{hint} (available: {avail})"

@@ -1,0 +1,284 @@
+"""Weights: the store of pretrained backbones, and resolving ``--weights NAME`` into tensors.
+
+Names a user can give:
+
+* ``random``: keep the backbone's initialisation;
+* ``imagenet``: torchvision's ImageNet-1k weights, from torch hub's cache folder
+  (downloaded once when online; offline the error names the file to place there);
+* a pretrainer name, e.g. ``qpt``: the newest weights that pretrainer saved for this backbone;
+* a path to ``.safetensors`` or a torch checkpoint (``.pt/.pth/.pth.tar/.ckpt``); common wrapper
+  prefixes (``module.``, ``encoder_q.``, ``backbone.``, ``model.``...) are stripped, projection
+  and classifier tensors dropped.
+
+This is the only module that reads weights files, so swapping weights into a head never touches
+the head's code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from biqabench import io
+from biqabench.errors import BiqaError
+from biqabench.paths import weights_root
+
+log = logging.getLogger(__name__)
+
+BUILTIN_NAMES = ("random", "imagenet")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".pth.tar", ".ckpt", ".bin", ".tar")
+# Stripped (repeatedly, in any order) until a key matches the backbone.
+PREFIXES = ("module.", "encoder_q.", "encoder.", "backbone.", "model.", "net.", "base_encoder.", "res.")
+# Containers a checkpoint may wrap its state_dict in.
+WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "params", "backbone")
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+
+
+@dataclass
+class WeightsRecord:
+    """One entry of the weights store (the JSON manifest next to a .safetensors file)."""
+
+    name: str  # producer, e.g. "qpt"
+    backbone: str
+    file: Path
+    created: str
+    sha256: str
+    config: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, path: Path) -> "WeightsRecord":
+        data = json.loads(path.read_text())
+        return cls(
+            name=data["producer"], backbone=data["backbone"], file=path.with_suffix(".safetensors"),
+            created=data["created"], sha256=data["sha256"], config=data.get("config", {}),
+            extra=data.get("extra", {}),
+        )
+
+
+@dataclass
+class LoadReport:
+    source: str
+    loaded: int
+    dropped: list[str] = field(default_factory=list)
+
+
+class WeightsStore:
+    """``<root>/<producer>/<backbone>/<timestamp>.safetensors`` + ``.json`` manifests."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else weights_root()
+
+    def save(self, state_dict: Mapping[str, torch.Tensor], *, producer: str, backbone: str,
+             config: dict | None = None, extra: dict | None = None) -> WeightsRecord:
+        from safetensors.torch import save_file
+
+        now = _dt.datetime.now(_dt.timezone.utc)
+        stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+        folder = self.root / producer / backbone
+        path = folder / f"{stamp}.safetensors"
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+        with io.atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"producer": producer, "backbone": backbone})
+        digest = io.sha256_file(path)
+        manifest = {
+            "producer": producer, "backbone": backbone, "created": now.isoformat(),
+            "sha256": digest, "file": path.name, "config": config or {}, "extra": extra or {},
+        }
+        io.write_json(path.with_suffix(".json"), manifest)
+        return WeightsRecord(producer, backbone, path, manifest["created"], digest, config or {}, extra or {})
+
+    def records(self, producer: str | None = None, backbone: str | None = None) -> list[WeightsRecord]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for manifest in sorted(self.root.glob("*/*/*.json")):
+            try:
+                rec = WeightsRecord.from_manifest(manifest)
+            except (ValueError, KeyError, OSError):
+                log.warning("skipping unreadable weights manifest %s", manifest)
+                continue
+            if not rec.file.is_file():
+                continue
+            if (producer is None or rec.name == producer) and (backbone is None or rec.backbone == backbone):
+                out.append(rec)
+        return sorted(out, key=lambda r: r.created)
+
+    def latest(self, producer: str, backbone: str) -> WeightsRecord | None:
+        recs = self.records(producer, backbone)
+        return recs[-1] if recs else None
+
+
+# -- reading files -----------------------------------------------------------------------------
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from common containers; never runs pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise BiqaError(f"weights file {path} does not exist")
+    if path.name.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BiqaError(f"cannot read {path} as safetensors: {exc}") from None
+    obj = io.load_torch(path)
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not _is_state_dict(obj):
+            inner = next((obj[k] for k in WRAPPERS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj):
+        raise BiqaError(f"{path} holds no state_dict of tensors (top-level keys: {_peek(obj)})")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return len(obj) > 0 and sum(isinstance(v, torch.Tensor) for v in obj.values()) >= max(1, len(obj) // 2)
+
+
+def _peek(obj) -> str:
+    return ", ".join(list(map(str, obj))[:6]) if isinstance(obj, Mapping) else type(obj).__name__
+
+
+def remap_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
+                     source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Match checkpoint keys to ``model``'s, stripping wrapper prefixes; return (state, dropped)."""
+    target = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        k = key
+        while k not in target:
+            for p in PREFIXES:
+                if k.startswith(p):
+                    k = k[len(p):]
+                    break
+            else:
+                break
+        if k in target and k not in out:
+            out[k] = value
+        else:
+            dropped.append(key)
+    required = [k for k in target if not k.endswith("num_batches_tracked")]
+    missing = [k for k in required if k not in out]
+    bad_shape = [f"{k} {tuple(out[k].shape)} vs {tuple(target[k].shape)}"
+                 for k in out if out[k].shape != target[k].shape]
+    name = getattr(model, "name", type(model).__name__)
+    if missing or bad_shape:
+        matched = len(required) - len(missing) - len(bad_shape)
+        detail = []
+        if missing:
+            detail.append(f"missing e.g. {', '.join(missing[:3])}")
+        if bad_shape:
+            detail.append(f"wrong shape e.g. {'; '.join(bad_shape[:2])}")
+        if dropped:
+            detail.append(f"unused e.g. {', '.join(dropped[:3])}")
+        raise BiqaError(
+            f"{source} does not fit backbone {name!r}: {matched} of {len(required)} tensors matched "
+            f"({'; '.join(detail)}). Was it made for another backbone?"
+        )
+    for k in target:  # num_batches_tracked is optional in many checkpoints
+        out.setdefault(k, target[k])
+    return out, dropped
+
+
+# -- resolution --------------------------------------------------------------------------------
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).is_file()
+
+
+def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:
+    """(download URL, cache path) of torchvision's ImageNet weights for a backbone."""
+    import torchvision.models as tvm
+
+    try:
+        enum = tvm.get_model_weights(backbone_name)
+    except (ValueError, KeyError):
+        raise BiqaError(f"--weights imagenet: no torchvision ImageNet weights for backbone {backbone_name!r}") from None
+    w = getattr(enum, IMAGENET_WEIGHTS, None) or enum.DEFAULT
+    filename = w.url.rsplit("/", 1)[-1]
+    return w.url, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str]:
+    url, cached = imagenet_checkpoint(backbone_name)
+    if not cached.is_file():
+        try:
+            torch.hub.download_url_to_file(url, str(cached), progress=True)
+        except Exception as exc:  # noqa: BLE001 - URLError, socket errors, SSL...
+            raise BiqaError(
+                f"--weights imagenet: could not download {url} ({type(exc).__name__}); "
+                f"offline, place that file at {cached}"
+            ) from None
+    return read_state_dict(cached), f"imagenet ({cached})"
+
+
+def resolve_state_dict(spec: str, backbone_name: str,
+                       store: WeightsStore | None = None) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """``--weights`` value -> (state_dict or None for random, human-readable source)."""
+    spec = str(spec).strip()
+    if spec in ("", "random", "none", "scratch"):
+        return None, "random"
+    if spec == "imagenet":
+        return _imagenet_state(backbone_name)
+    if _looks_like_path(spec):
+        return read_state_dict(spec), str(spec)
+    store = store or WeightsStore()
+    rec = store.latest(spec, backbone_name)
+    if rec is None:
+        from biqabench.plugins import registry
+
+        pretrainers = registry("pretrainers").names()
+        others = sorted({r.backbone for r in store.records(spec)})
+        if spec in pretrainers:
+            have = f" (it has {spec} weights for: {', '.join(others)})" if others else ""
+            raise BiqaError(
+                f"no {spec!r} weights for backbone {backbone_name!r} in {store.root}{have}; "
+                f"make them with: biqabench pretrain {spec} --backbone {backbone_name}"
+            )
+        from biqabench.registry import unknown_name_message
+
+        raise BiqaError(
+            unknown_name_message("weights", spec, list(BUILTIN_NAMES) + pretrainers)
+            + "; or give a path to a .safetensors/.pth file"
+        )
+    return read_state_dict(rec.file), f"{spec} ({rec.file})"
+
+
+def load_weights(model: nn.Module, spec: str, backbone_name: str | None = None,
+                 store: WeightsStore | None = None) -> LoadReport:
+    """Resolve ``spec`` and load it into ``model`` (a backbone) in place."""
+    backbone_name = backbone_name or getattr(model, "name", "")
+    state, source = resolve_state_dict(spec, backbone_name, store)
+    if state is None:
+        return LoadReport("random", 0)
+    mapped, dropped = remap_state_dict(state, model, source)
+    model.load_state_dict(mapped, strict=True)
+    if dropped:
+        log.info("weights %s: dropped %d tensors not in the backbone (e.g. %s)", source, len(dropped),
+                 ", ".join(dropped[:3]))
+    return LoadReport(source, len(mapped), dropped)
+
+
+def describe_store(store: WeightsStore | None = None) -> list[dict]:
+    """Rows for ``biqabench weights list``."""
+    store = store or WeightsStore()
+    rows = [{"name": n, "backbone": "any", "created": "", "file": "(built in)"} for n in BUILTIN_NAMES]
+    for r in store.records():
+        rows.append({"name": r.name, "backbone": r.backbone, "created": r.created[:19],
+                     "file": str(r.file)})
+    return rows
+
+
