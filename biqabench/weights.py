@@ -242,7 +242,7 @@ def resolve_state_dict(spec: str, backbone_name: str,
 
         pretrainers = registry("pretrainers").names()
         others = sorted({r.backbone for r in store.records(spec)})
-        if spec in pretrainers:
+        if spec in pretrainers or others:
             have = f" (it has {spec} weights for: {', '.join(others)})" if others else ""
             raise BiqaError(
                 f"no {spec!r} weights for backbone {backbone_name!r} in {store.root}{have}; "

@@ -1,0 +1,275 @@
+"""Agreement between predicted quality and MOS: SRCC, KRCC, PLCC (raw and logistic-mapped), RMSE.
+
+Why two PLCCs.  Rank correlations (SRCC, KRCC) do not care about the scale of the predictions,
+but PLCC and RMSE do.  The HyperIQA/QPT codebases report the *raw* Pearson correlation of
+predictions and MOS; VQEG practice first maps predictions onto the MOS scale with a monotonic
+4-parameter logistic and reports PLCC/RMSE after that mapping.  Both are reported here, under
+names that say which is which: ``plcc`` is raw, ``plcc_logistic`` / ``rmse_logistic`` are mapped.
+
+Why fallbacks instead of exceptions.  A benchmark of ten splits must not die on the fifth
+because a briefly diverged model predicted a constant, or a tiny test set made ``curve_fit`` give
+up.  A fit that cannot be made falls back to a straight line, and if even that is impossible to
+the identity; the ``mapping`` field records which one was used ("logistic", "linear-fallback",
+"none").  Correlations of a constant are NaN (undefined), recorded rather than raised.
+
+Across splits, the field reports the median; :func:`aggregate` adds mean, std and a seeded
+bootstrap 95% interval of the median so two runs can be told apart from noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+log = logging.getLogger(__name__)
+
+#: Fewer points than this cannot pin down four logistic parameters sensibly.
+MIN_POINTS_LOGISTIC = 5
+
+#: The metrics :func:`compute_metrics` returns that are numbers worth aggregating across splits.
+METRIC_COLUMNS = ("srcc", "krcc", "plcc", "plcc_logistic", "rmse_logistic")
+
+MAPPING_LOGISTIC = "logistic"
+MAPPING_LINEAR = "linear-fallback"
+MAPPING_NONE = "none"
+
+
+def _as_pair(pred: Iterable[float], mos: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(pred, dtype=np.float64).reshape(-1)
+    y = np.asarray(mos, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"predictions ({x.size}) and MOS ({y.size}) differ in length")
+    return x, y
+
+
+def _finite_pair(pred, mos) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _as_pair(pred, mos)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    return a.size == 0 or bool(np.all(a == a[0]))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 2 or _is_constant(x) or _is_constant(y):
+        return math.nan
+    xc = x - x.mean()
+    yc = y - y.mean()
+    denom = math.sqrt(float(np.dot(xc, xc)) * float(np.dot(yc, yc)))
+    if denom == 0.0 or not math.isfinite(denom):
+        return math.nan
+    return float(np.clip(np.dot(xc, yc) / denom, -1.0, 1.0))
+
+
+def plcc(pred, mos) -> float:
+    """Raw Pearson linear correlation (no mapping); NaN if either side is constant.
+
+    Pairs with a non-finite value are ignored (see :func:`compute_metrics` for the count).
+    """
+    return _pearson(*_finite_pair(pred, mos))
+
+
+def srcc(pred, mos) -> float:
+    """Spearman rank correlation: Pearson correlation of the (tie-averaged) ranks."""
+    x, y = _finite_pair(pred, mos)
+    if x.size < 2 or _is_constant(x) or _is_constant(y):
+        return math.nan
+    return _pearson(stats.rankdata(x), stats.rankdata(y))
+
+
+def krcc(pred, mos) -> float:
+    """Kendall rank correlation, tau-b (accounts for ties, as scipy's default and IQA codebases)."""
+    x, y = _finite_pair(pred, mos)
+    if x.size < 2 or _is_constant(x) or _is_constant(y):
+        return math.nan
+    tau = stats.kendalltau(x, y, variant="b").statistic
+    return float(tau) if np.isfinite(tau) else math.nan
+
+
+def rmse(pred, mos) -> float:
+    """Root mean squared error; only meaningful once predictions are on the MOS scale."""
+    x, y = _finite_pair(pred, mos)
+    if x.size == 0:
+        return math.nan
+    return float(np.sqrt(np.mean((x - y) ** 2)))
+
+
+def logistic4(x, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """VQEG 4-parameter logistic ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``.
+
+    ``b1``/``b2`` are the upper/lower asymptotes (swap for anti-correlated predictions), ``b3``
+    the midpoint, ``|b4|`` the width.  Written with ``expit`` so large arguments do not overflow.
+    """
+    scale = max(abs(float(b4)), 1e-12)
+    return (b1 - b2) * special.expit((np.asarray(x, dtype=np.float64) - b3) / scale) + b2
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A fitted monotonic map from predictions to the MOS scale, and how it was obtained."""
+
+    kind: str  # "logistic" | "linear-fallback" | "none"
+    params: tuple[float, ...] = ()
+    reason: str = ""  # why a fallback was needed (empty for a successful logistic fit)
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind == MAPPING_LOGISTIC:
+            return logistic4(x, *self.params)
+        if self.kind == MAPPING_LINEAR:
+            slope, intercept = self.params
+            return slope * x + intercept
+        return x
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, reason: str) -> Mapping:
+    """Least-squares line, the fallback when the logistic cannot be fitted."""
+    if x.size < 2 or _is_constant(x):
+        why = "constant predictions" if x.size >= 2 else f"only {x.size} valid point(s)"
+        return Mapping(MAPPING_NONE, (), f"{reason}; no linear fit either ({why})")
+    slope, intercept = np.polyfit(x, y, 1)
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        return Mapping(MAPPING_NONE, (), f"{reason}; linear fit not finite")
+    return Mapping(MAPPING_LINEAR, (float(slope), float(intercept)), reason)
+
+
+def fit_logistic(pred, mos) -> Mapping:
+    """Fit the 4-parameter logistic from MOS-scale initial values; fall back, never raise.
+
+    The fit runs on standardised predictions and MOS (z-scores) so the same starting point
+    (asymptotes at the MOS extremes, midpoint at the mean prediction, width a quarter of a
+    standard deviation) works whatever the scales are; the parameters are converted back.
+    """
+    x, y = _finite_pair(pred, mos)
+    if x.size < MIN_POINTS_LOGISTIC:
+        return _fit_linear(x, y, f"{x.size} valid points (< {MIN_POINTS_LOGISTIC}) for a logistic fit")
+    if _is_constant(x):
+        return _fit_linear(x, y, "constant predictions")
+    if _is_constant(y):
+        return _fit_linear(x, y, "constant MOS")
+    mx, sx = float(x.mean()), float(x.std())
+    my, sy = float(y.mean()), float(y.std())
+    xz, yz = (x - mx) / sx, (y - my) / sy
+    hi, lo = float(yz.max()), float(yz.min())
+    if _pearson(xz, yz) < 0:  # anti-correlated (e.g. a lower-is-better score): a falling curve
+        hi, lo = lo, hi
+    reason = ""
+    for width in (0.25, 1.0):  # one retry from a wider, gentler start before giving up
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # OptimizeWarning about the covariance is irrelevant here
+                params, _ = optimize.curve_fit(logistic4, xz, yz, p0=[hi, lo, 0.0, width], maxfev=20000)
+        except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning) as exc:
+            reason = f"logistic fit failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            continue
+        if not np.all(np.isfinite(params)):
+            reason = "logistic fit gave non-finite parameters"
+            continue
+        b1, b2, b3, b4 = (float(p) for p in params)
+        mapped = Mapping(MAPPING_LOGISTIC, (my + sy * b1, my + sy * b2, mx + sx * b3, sx * abs(b4)))
+        if not np.all(np.isfinite(mapped(x))):
+            reason = "logistic fit gives non-finite values"
+            continue
+        return mapped
+    log.debug("falling back to a linear mapping: %s", reason)
+    return _fit_linear(x, y, reason)
+
+
+def compute_metrics(pred, mos) -> dict:
+    """All per-test-set numbers for one split.
+
+    Returns ``n`` (pairs used), ``n_invalid`` (pairs dropped for a NaN/inf prediction or MOS),
+    ``srcc``, ``krcc``, ``plcc`` (raw Pearson), ``plcc_logistic`` and ``rmse_logistic`` (after
+    mapping predictions onto the MOS scale) and ``mapping`` (which map was used).
+    """
+    x_all, y_all = _as_pair(pred, mos)
+    keep = np.isfinite(x_all) & np.isfinite(y_all)
+    x, y = x_all[keep], y_all[keep]
+    n_invalid = int((~keep).sum())
+    if n_invalid:
+        log.warning("%d of %d prediction/MOS pairs are NaN or infinite and were left out", n_invalid, keep.size)
+    mapping = fit_logistic(x, y)
+    mapped = mapping(x)
+    return {
+        "n": int(x.size),
+        "n_invalid": n_invalid,
+        "srcc": srcc(x, y),
+        "krcc": krcc(x, y),
+        "plcc": _pearson(x, y),
+        "plcc_logistic": _pearson(mapped, y),
+        "rmse_logistic": rmse(mapped, y) if x.size else math.nan,
+        "mapping": mapping.kind,
+    }
+
+
+# -- aggregation across splits -------------------------------------------------------------------
+def aggregate(values: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Median, mean, sample std and a bootstrap interval of the median over splits.
+
+    NaN values (a split whose metric was undefined) are left out and counted in ``n_nan``.  The
+    interval is the percentile bootstrap of the median with a seeded generator, so the same
+    values always give the same interval.
+    """
+    a = np.asarray(list(values), dtype=np.float64).reshape(-1)
+    finite = a[np.isfinite(a)]
+    n = int(finite.size)
+    out = {"median": math.nan, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "n": n, "n_nan": int(a.size - n)}
+    if n == 0:
+        return out
+    out["median"] = float(np.median(finite))
+    out["mean"] = float(finite.mean())
+    out["std"] = float(finite.std(ddof=1)) if n > 1 else math.nan
+    if n == 1:
+        out["ci_low"] = out["ci_high"] = out["median"]
+        return out
+    rng = np.random.default_rng(seed)
+    medians = np.empty(n_boot)
+    rows_per_chunk = max(1, 1_000_000 // n)  # bound memory for long value lists
+    for start in range(0, n_boot, rows_per_chunk):
+        stop = min(n_boot, start + rows_per_chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        medians[start:stop] = np.median(finite[idx], axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
+    out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    return out
+
+
+def aggregate_frame(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] | None = None,
+                    n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per group of ``by`` with ``<metric>_<stat>`` columns and ``splits`` (rows per group).
+
+    ``metrics`` defaults to every column of :data:`METRIC_COLUMNS` present in ``df``.  If a
+    ``mapping`` column is present, ``fallbacks`` counts splits whose mapping was not logistic.
+    """
+    by = list(by)
+    missing = [c for c in by if c not in df.columns]
+    if missing:
+        raise ValueError(f"aggregate_frame: no column(s) {missing} in {list(df.columns)}")
+    metrics = [m for m in (metrics or METRIC_COLUMNS) if m in df.columns]
+    rows = []
+    for key, group in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row["splits"] = len(group)
+        for m in metrics:
+            stats_ = aggregate(pd.to_numeric(group[m], errors="coerce").to_numpy(dtype=float), n_boot=n_boot, seed=seed)
+            for stat in ("median", "mean", "std", "ci_low", "ci_high"):
+                row[f"{m}_{stat}"] = stats_[stat]
+        if "mapping" in group.columns:
+            row["fallbacks"] = int((group["mapping"].astype(str) != MAPPING_LOGISTIC).sum())
+        rows.append(row)
+    columns = by + ["splits"] + [f"{m}_{s}" for m in metrics for s in ("median", "mean", "std", "ci_low", "ci_high")]
+    if "mapping" in df.columns:
+        columns.append("fallbacks")
+    return pd.DataFrame(rows, columns=columns)

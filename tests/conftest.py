@@ -1,0 +1,61 @@
+"""Shared fixtures. Tests never download: a guard turns any network access into a failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("BIQABENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any attempt to open a non-local connection fails the test instead of downloading."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("/"):
+            raise RuntimeError(f"test tried to reach the network ({address}); tests must not download")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_results(tmp_path_factory, monkeypatch):
+    """Each test writes results, weights and caches under its own temporary folder."""
+    base = tmp_path_factory.mktemp("biqa")
+    monkeypatch.setenv("BIQABENCH_RESULTS", str(base / "results"))
+    monkeypatch.delenv("BIQABENCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(base / "torch_home"))
+    # the decoded/embedded caches are safe to share between tests (keyed by content)
+    monkeypatch.setenv("BIQABENCH_CACHE", os.environ.get("BIQABENCH_TEST_CACHE", str(REPO / ".cache" / "test")))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (real-data checks run only where it exists)")
+    return SHARED_DATA
+
+
+def make_fake_distribution(root: Path, dist: str, plugins: dict[str, str], version: str = "1.0") -> Path:
+    """Write importable plugin modules plus a ``.dist-info`` declaring them as ``biqabench`` entry
+    points, exactly as pip would; put ``root`` on sys.path to make importlib.metadata see them."""
+    root.mkdir(parents=True, exist_ok=True)
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = ["[biqabench]"]
+    for name, source in plugins.items():
+        module = f"{dist.replace('-', '_')}_{name}"
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        lines.append(f"{name} = {module}")
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
