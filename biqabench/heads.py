@@ -8,8 +8,9 @@ scale (0..1, higher is better) during training; datasets map them back to their 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +40,7 @@ class Recipe:
     freeze_backbone: bool = False  # linear probe: the backbone is not trained
     resize: int = 0              # resize the short side to this before cropping (0: as is)
     hflip: bool = True           # random horizontal flips of training patches
+    vflip: bool = False          # random vertical flips of training patches (TReS's reference code)
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
@@ -48,6 +50,14 @@ class IQAHead(nn.Module):
     def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone
+        self.frozen_backbone = False  # set by create_head for a linear probe
+
+    def train(self, mode: bool = True) -> "IQAHead":
+        """A frozen backbone stays in eval mode: a linear probe must not drift BN statistics."""
+        super().train(mode)
+        if mode and self.frozen_backbone:
+            self.backbone.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -97,4 +107,59 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)
+        head.frozen_backbone = True
+        head.train(head.training)
     return head
+
+
+def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], *,
+                            rename: Sequence[tuple[str, str]] = (), ignore: Callable[[str], bool] | None = None,
+                            what: str = "checkpoint"):
+    """Load another codebase's checkpoint of the same architecture into ``head``.
+
+    Heads that mirror a reference implementation (pyiqa's HyperNet and TReS) keep its parameter
+    names, so loading is prefix renaming (``rename``: ``(old, new)`` pairs, first match wins) plus
+    dropping tensors ours does not hold (``ignore(key)``).  A ``module.`` prefix (DataParallel) is
+    stripped.  Files are read by :func:`biqabench.weights.read_state_dict` (never runs pickled
+    code).  Any missing, unexpected or wrongly shaped tensor is a :class:`BiqaError` naming
+    examples, so a checkpoint never half-loads.  Returns a :class:`biqabench.weights.LoadReport`.
+    """
+    from biqabench.errors import BiqaError
+    from biqabench.weights import LoadReport, read_state_dict
+
+    if isinstance(source, Mapping):
+        state, name = dict(source), what
+    else:
+        state, name = read_state_dict(source), f"{what} {source}"
+    mapped: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        if ignore is not None and ignore(k):
+            dropped.append(key)
+            continue
+        for old, new in rename:
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        mapped[k] = value
+    target = head.state_dict()
+    unexpected = [k for k in mapped if k not in target]
+    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
+    bad_shape = [f"{k} {tuple(v.shape)} vs ours {tuple(target[k].shape)}"
+                 for k, v in mapped.items() if k in target and v.shape != target[k].shape]
+    if unexpected or missing or bad_shape:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
+        if bad_shape:
+            detail.append(f"{len(bad_shape)} of another shape, e.g. {'; '.join(bad_shape[:2])}")
+        backbone = getattr(getattr(head, "backbone", None), "name", "?")
+        raise BiqaError(f"{name} does not fit head {type(head).__name__} on backbone {backbone!r}: "
+                        f"{'; '.join(detail)}. Was it trained with another backbone or head?")
+    for k, v in target.items():  # num_batches_tracked is optional in many checkpoints
+        mapped.setdefault(k, v)
+    head.load_state_dict(mapped, strict=True)
+    return LoadReport(name, len(state) - len(dropped), dropped)

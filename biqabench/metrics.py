@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -145,9 +145,13 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, reason: str) -> Mapping:
 def fit_logistic(pred, mos) -> Mapping:
     """Fit the 4-parameter logistic from MOS-scale initial values; fall back, never raise.
 
-    The fit runs on standardised predictions and MOS (z-scores) so the same starting point
-    (asymptotes at the MOS extremes, midpoint at the mean prediction, width a quarter of a
-    standard deviation) works whatever the scales are; the parameters are converted back.
+    The fit runs on standardised predictions and MOS (z-scores) so the same starting points work
+    whatever the scales are; the parameters are converted back.  Three starts are tried and the
+    lowest squared error kept: asymptotes at the MOS extremes with the midpoint at the mean
+    prediction (width 1/4 and 1 standard deviation), and a wide, nearly straight curve matching
+    the least-squares line.  The last makes a weak relation fit no worse than a line; without it
+    ``curve_fit`` can park a step beyond the data, which maps every prediction to one value.
+    A fit worse than the straight line, or one that maps everything to one value, is rejected.
     """
     x, y = _finite_pair(pred, mos)
     if x.size < MIN_POINTS_LOGISTIC:
@@ -160,28 +164,40 @@ def fit_logistic(pred, mos) -> Mapping:
     my, sy = float(y.mean()), float(y.std())
     xz, yz = (x - mx) / sx, (y - my) / sy
     hi, lo = float(yz.max()), float(yz.min())
-    if _pearson(xz, yz) < 0:  # anti-correlated (e.g. a lower-is-better score): a falling curve
+    slope = _pearson(xz, yz)  # least-squares slope on z-scores; intercept 0
+    if slope < 0:  # anti-correlated (e.g. a lower-is-better score): a falling curve
         hi, lo = lo, hi
-    reason = ""
-    for width in (0.25, 1.0):  # one retry from a wider, gentler start before giving up
+    wide = 3.0  # near x = b3 the logistic has slope (b1 - b2) / (4 |b4|): match the line there
+    starts = ([hi, lo, 0.0, 0.25], [hi, lo, 0.0, 1.0], [2 * wide * slope, -2 * wide * slope, 0.0, wide])
+    line_sse = float(np.sum((slope * xz - yz) ** 2))
+    best: tuple[float, np.ndarray] | None = None
+    reason = "logistic fit failed"
+    for p0 in starts:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # OptimizeWarning about the covariance is irrelevant here
-                params, _ = optimize.curve_fit(logistic4, xz, yz, p0=[hi, lo, 0.0, width], maxfev=20000)
+                params, _ = optimize.curve_fit(logistic4, xz, yz, p0=p0, maxfev=20000)
         except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning) as exc:
             reason = f"logistic fit failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             continue
+        params = np.asarray(params, dtype=np.float64)
         if not np.all(np.isfinite(params)):
             reason = "logistic fit gave non-finite parameters"
             continue
-        b1, b2, b3, b4 = (float(p) for p in params)
-        mapped = Mapping(MAPPING_LOGISTIC, (my + sy * b1, my + sy * b2, mx + sx * b3, sx * abs(b4)))
-        if not np.all(np.isfinite(mapped(x))):
-            reason = "logistic fit gives non-finite values"
+        fitted = logistic4(xz, *params)
+        if not np.all(np.isfinite(fitted)) or _is_constant(fitted):
+            reason = "logistic fit maps every prediction to one value"
             continue
-        return mapped
-    log.debug("falling back to a linear mapping: %s", reason)
-    return _fit_linear(x, y, reason)
+        sse = float(np.sum((fitted - yz) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    if best is not None and best[0] > line_sse * (1 + 1e-6) + 1e-12:
+        reason, best = "logistic fit is worse than a straight line", None
+    if best is None:
+        log.debug("falling back to a linear mapping: %s", reason)
+        return _fit_linear(x, y, reason)
+    b1, b2, b3, b4 = (float(p) for p in best[1])
+    return Mapping(MAPPING_LOGISTIC, (my + sy * b1, my + sy * b2, mx + sx * b3, sx * abs(b4)))
 
 
 def compute_metrics(pred, mos) -> dict:

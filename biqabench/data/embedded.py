@@ -140,7 +140,7 @@ def pristine_dir() -> Path:
     """
     def build(tmp: Path) -> None:
         for name in PHOTOS:
-            load_photo(name).save(tmp / f"{name}.png", optimize=False)
+            load_photo(name).save(tmp / f"{name}.png", compress_level=1)
 
     return _publish(build, embedded_root() / "pristine")
 
@@ -166,12 +166,13 @@ def distort(image: Image.Image, kind: str, level: float, rng: np.random.Generato
 
 
 def pseudo_mos(reference: Image.Image, distorted: Image.Image) -> float:
-    """SSIM (Gaussian-weighted, as in Wang et al. 2004) of the distorted image to its source, x100."""
+    """SSIM of the distorted image to its source on luma (Gaussian window, sigma 1.5, as in
+    Wang et al. 2004), x100.  Needs no downloaded weights."""
     from skimage.metrics import structural_similarity
 
-    ref = np.asarray(reference, dtype=np.float64)
-    dist = np.asarray(distorted, dtype=np.float64)
-    ssim = structural_similarity(ref, dist, channel_axis=2, data_range=255.0,
+    ref = np.asarray(reference.convert("L"), dtype=np.float64)
+    dist = np.asarray(distorted.convert("L"), dtype=np.float64)
+    ssim = structural_similarity(ref, dist, data_range=255.0,
                                  gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     return float(np.clip(ssim, 0.0, 1.0) * 100.0)
 
@@ -192,14 +193,14 @@ def _build_set(name: str, tmp: Path) -> None:
         ref = _crop(photos[photo], left, top)
         content = f"{photo}_{c:02d}"
         ref_name = f"images/{content}.png"
-        ref.save(tmp / ref_name)
+        ref.save(tmp / ref_name, compress_level=1)
         rows.append((ref_name, 100.0, content, "pristine", 0))
         rng = np.random.default_rng([int(VERSION), c, sum(map(ord, name))])
         for kind, levels in DISTORTIONS.items():
             for lv, level in enumerate(levels, start=1):
                 img = distort(ref, kind, level, rng)
                 fname = f"images/{content}_{kind}{lv}.png"
-                img.save(tmp / fname)
+                img.save(tmp / fname, compress_level=1)
                 rows.append((fname, pseudo_mos(ref, img), content, kind, lv))
     with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -217,10 +218,11 @@ def build_demo(name: str) -> Path:
 
 def load_demo(name: str, root: Path | None = None, **options):
     """Loader for the ``demo-a`` / ``demo-b`` DatasetSpecs; ``root`` is ignored (the set lives in the cache)."""
-    from biqabench.data.readers.generic import read_generic_csv
+    from biqabench.data.readers.common import no_unknown_options
+    from biqabench.data.readers.tables import read_generic_csv
 
+    no_unknown_options(options, name, ())
     folder = build_demo(name)
-    table = read_generic_csv(folder, "labels.csv", scale=(0.0, 100.0), higher_better=True,
-                             name=name, **options)
-    table.options.setdefault("embedded_version", VERSION)
+    table = read_generic_csv(folder, "labels.csv", scale=(0.0, 100.0), higher_better=True, name=name)
+    table.options["embedded_version"] = VERSION
     return table

@@ -1,1 +1,41 @@
-"""(being written)"""
+"""TReS head (Golestaneh et al., WACV 2022): a transformer over multi-scale features joined
+with pooled CNN features, trained with L1 + relative ranking + flip self-consistency.
+
+Recipe defaults follow the paper and its reference code (isalirezag/TReS, ResNet-50 runs):
+224 px patches, 50 random patches per training and per test image, Adam with lr 2e-5 for every
+parameter (no head multiplier), weight decay 5e-4, batch 53, 3 epochs, lr / 10 after every
+epoch, random horizontal and vertical flips.  The loss runs inside the head (it scores the
+flipped batch itself), so the runner stays generic.  Overrides: ``configs/heads/tres_*.yaml``.
+"""
+
+from __future__ import annotations
+
+from biqabench.heads import HeadSpec, Recipe
+from biqabench.hookspecs import hookimpl
+
+from biqabench_plugins.tres.loss import PAPER_LOSS, ranking_loss, tres_loss
+from biqabench_plugins.tres.model import TReSHead, TReSOptions
+from biqabench_plugins.tres.pyiqa_compat import load_pyiqa_checkpoint
+
+__all__ = ["TReSHead", "TReSOptions", "RECIPE", "build", "load_pyiqa_checkpoint", "ranking_loss", "tres_loss"]
+
+RECIPE = Recipe(
+    patch_size=224, train_patches=50, test_patches=50, batch_size=53, epochs=3,
+    lr=2e-5, head_lr_mult=1.0, weight_decay=5e-4, optimizer="adam", lr_step=1, lr_gamma=0.1,
+    loss=PAPER_LOSS, hflip=True, vflip=True,
+)
+
+
+def build(backbone, recipe: Recipe) -> TReSHead:
+    return TReSHead(backbone, recipe)
+
+
+@hookimpl
+def register_heads(register):
+    register(HeadSpec(
+        name="tres", build=build, recipe=RECIPE,
+        description="TReS: transformer over multi-scale features + pooled CNN features; "
+                    "L1 + relative ranking + flip self-consistency",
+        reference="Golestaneh et al., No-Reference Image Quality Assessment via Transformers, Relative "
+                  "Ranking, and Self-Consistency, WACV 2022; github.com/isalirezag/TReS",
+    ))

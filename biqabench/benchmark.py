@@ -1,0 +1,160 @@
+"""Benchmark matrices: heads x weights x training sets, each an ``eval`` run, one table at the end.
+
+A matrix YAML names the heads, the weights to swap into them, the datasets and the protocol.
+Each (head, weights, train) cell becomes an eval run in ``results/benchmarks/<name>/<job>/``;
+finished cells are skipped on a re-run, interrupted ones resume, and ``--jobs N`` runs cells in
+parallel processes.  The result is laid out like the QPT paper's main table (datasets as
+columns, SRCC/PLCC, one row per head+weights) plus the per-head gain from swapping weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from biqabench import io
+from biqabench.config import load_yaml, override
+from biqabench.errors import BiqaError
+from biqabench.paths import results_root
+from biqabench.runner import EvalConfig
+
+
+@dataclass
+class Matrix:
+    name: str = "benchmark"
+    heads: list[str] = field(default_factory=lambda: ["hyperiqa"])
+    weights: list[str] = field(default_factory=lambda: ["imagenet", "qpt"])
+    backbone: str = "resnet50"
+    train: list[str] = field(default_factory=list)   # each is trained on in turn
+    test: list[str] = field(default_factory=list)    # cross-dataset sets (besides the train set's own split)
+    baseline: str = ""                               # weights the gain is measured against ("" = first)
+    splits: int = 10
+    seed: int = 0
+    protocol: str = "finetune"
+    recipe: str = "auto"
+    recipe_overrides: dict = field(default_factory=dict)
+    data_root: str = ""
+    dataset_options: dict = field(default_factory=dict)
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass
+class Job:
+    key: str
+    config: EvalConfig
+    folder: Path
+
+    def status(self) -> str:
+        manifest = self.folder / "manifest.json"
+        if not manifest.is_file():
+            return "pending"
+        try:
+            return json.loads(manifest.read_text()).get("status", "running")
+        except ValueError:
+            return "pending"
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    m = override(Matrix(), load_yaml(path), where=f"matrix {path}")
+    if not m.heads or not m.weights:
+        raise BiqaError(f"matrix {path}: 'heads' and 'weights' must each list at least one name")
+    return m
+
+
+def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
+    root = (root or results_root() / "benchmarks") / matrix.name
+    trains = matrix.train or [""]
+    jobs = []
+    for head in matrix.heads:
+        for weights in matrix.weights:
+            for train in trains:
+                cross = [t for t in matrix.test if t != train]
+                cfg = EvalConfig(
+                    head=head, weights=weights, backbone=matrix.backbone, train=train, test=cross,
+                    splits=matrix.splits, seed=matrix.seed, protocol=matrix.protocol, recipe=matrix.recipe,
+                    recipe_overrides=dict(matrix.recipe_overrides), data_root=matrix.data_root,
+                    dataset_options=dict(matrix.dataset_options), device=matrix.device, precision=matrix.precision,
+                )
+                wname = Path(weights).stem if "/" in weights else weights
+                key = f"{head}__{wname}__{train or 'default'}"
+                jobs.append(Job(key, cfg, root / key))
+    return jobs
+
+
+def _run_job_subprocess(job: Job) -> tuple[str, int, str]:
+    job.folder.mkdir(parents=True, exist_ok=True)
+    cfg_file = job.folder.parent / f"{job.key}.yaml"
+    io.write_text(cfg_file, yaml.safe_dump(dataclasses.asdict(job.config), sort_keys=False))
+    cmd = [sys.executable, "-m", "biqabench", "eval"]
+    cmd += ["--resume", str(job.folder)] if job.status() in ("running", "interrupted") else \
+        ["--config", str(cfg_file), "--run-dir", str(job.folder)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    proc = subprocess.run(cmd + ["--no-progress"], capture_output=True, text=True, env=env)
+    return job.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+
+
+def run_matrix(matrix: Matrix, *, jobs: int = 1, root: Path | None = None, progress: bool = True,
+               echo=print) -> pd.DataFrame:
+    """Run every pending cell (in ``jobs`` parallel processes) and write the tables."""
+    from biqabench.runner import evaluate
+
+    todo = [j for j in plan(matrix, root) if j.status() != "finished"]
+    failures = []
+    if jobs <= 1:
+        for job in todo:
+            echo(f"[{job.key}] running")
+            if job.status() in ("running", "interrupted"):
+                evaluate(resume=job.folder, progress=progress)
+            else:
+                evaluate(job.config, run_dir=job.folder, progress=progress)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for key, rc, last in pool.map(_run_job_subprocess, todo):
+                echo(f"[{key}] {'done' if rc == 0 else 'FAILED: ' + last}")
+                if rc != 0:
+                    failures.append(f"{key}: {last}")
+    table = write_tables(matrix, root)
+    if failures:
+        raise BiqaError(f"{len(failures)} job(s) failed (re-run to resume): " + "; ".join(failures))
+    return table
+
+
+def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
+    """All finished cells' per-split metrics with head/weights columns."""
+    frames = []
+    for job in plan(matrix, root):
+        metrics = job.folder / "metrics.csv"
+        if job.status() == "finished" and metrics.is_file():
+            df = pd.read_csv(metrics)
+            frames.append(df.assign(head=job.config.head, weights=job.config.weights))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
+    from biqabench.results import paper_table, render_table, weight_gain
+
+    folder = (root or results_root() / "benchmarks") / matrix.name
+    df = collect(matrix, root)
+    if df.empty:
+        return df
+    table = paper_table(df)
+    gain = weight_gain(df, baseline=matrix.baseline or matrix.weights[0])
+    parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
+             f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
+             f"\n\n## Gain from swapping weights (vs {matrix.baseline or matrix.weights[0]})\n",
+             render_table(gain, "markdown"), "\n"]
+    io.write_text(folder / "table.md", "\n".join(parts))
+    io.write_text(folder / "table.tex", render_table(table, "latex"))
+    io.write_text(folder / "table.csv", render_table(table, "csv"))
+    io.write_text(folder / "metrics.csv", df.to_csv(index=False))
+    return table

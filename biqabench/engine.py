@@ -1,0 +1,221 @@
+"""One training / prediction loop for every head: device, precision, checkpoints, progress.
+
+Heads differ in architecture and loss, not in how they are trained, so the loop lives here once:
+``model.loss(x, mos)`` is the objective, ``model.param_groups(recipe)`` the optimiser groups, and
+the :class:`~biqabench.device.Runtime` decides device and autocast.  Each epoch ends with a
+validation SRCC (model selection never looks at the test split) and an atomic checkpoint, so an
+interrupted fine-tune resumes at the last finished epoch and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from biqabench import io
+from biqabench.device import Runtime
+from biqabench.errors import BiqaError
+from biqabench.heads import IQAHead, Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per epoch: epoch, loss, val_srcc, lr, seconds
+    best_epoch: int = -1
+    best_val_srcc: float = float("nan")
+    best_state: dict | None = None
+
+
+def make_optimizer(model: IQAHead, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = [g for g in model.param_groups(recipe) if g["params"]]
+    name = recipe.optimizer.lower()
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    raise BiqaError(f"recipe optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+    if recipe.lr_step and recipe.lr_step > 0:
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+def train_head(
+    model: IQAHead,
+    train_data,
+    recipe: Recipe,
+    runtime: Runtime,
+    *,
+    validate: Callable[[IQAHead], float] | None = None,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+    stop_flag: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` on ``train_data`` (a PatchDataset) for ``recipe.epochs`` epochs.
+
+    After every epoch ``validate(model)`` (SRCC on a validation part of the train split) picks the
+    best epoch; its weights are returned in ``best_state``.  With ``checkpoint`` set, the state after
+    each epoch is saved atomically there and a later call continues from it.
+    """
+    model = runtime.prepare(model)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe)
+    scaler = runtime.grad_scaler()
+    result = TrainResult()
+    start_epoch = 0
+    torch.manual_seed(seed)
+    if checkpoint is not None and checkpoint.is_file():
+        state = io.load_torch(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        result.history = list(state["history"])
+        result.best_epoch = int(state["best_epoch"])
+        result.best_val_srcc = float(state["best_val_srcc"])
+        result.best_state = state["best_state"] or None
+        start_epoch = int(state["epoch"]) + 1
+        _set_rng_state(state["rng"])
+        log.info("resuming %s from epoch %d (%s)", desc, start_epoch, checkpoint)
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    objective: torch.nn.Module = _Objective(model)
+    if distributed:
+        objective = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+
+    for epoch in range(start_epoch, recipe.epochs):
+        if hasattr(train_data, "set_epoch"):
+            train_data.set_epoch(epoch)
+        sampler = None
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        if distributed:
+            sampler = torch.utils.data.distributed.DistributedSampler(train_data, shuffle=True, seed=seed + epoch)
+        loader = DataLoader(train_data, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
+                            generator=generator, num_workers=workers, drop_last=len(train_data) > recipe.batch_size,
+                            pin_memory=runtime.device.type == "cuda", persistent_workers=False)
+        model.train()  # a frozen backbone (linear probe) stays in eval mode: IQAHead.train
+        t0 = time.perf_counter()
+        losses = []
+        seen = 0
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
+                   unit="batch")
+        for x, mos, _ in bar:
+            x, mos = runtime.to(x), mos.to(runtime.device)
+            with runtime.autocast():
+                loss = objective(x, mos)
+            if not torch.isfinite(loss):
+                raise BiqaError(
+                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
+                    f"(recipe lr={recipe.lr:g}) or use --precision fp32. The last good checkpoint is kept"
+                    + (f" at {checkpoint}" if checkpoint else ""))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
+                            patches_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
+            if stop_flag is not None and stop_flag():
+                raise KeyboardInterrupt
+        scheduler.step()
+        val_srcc = float(validate(model)) if validate is not None else float("nan")
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_srcc": val_srcc, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        better = validate is None or (not math.isnan(val_srcc) and
+                                      (math.isnan(result.best_val_srcc) or val_srcc > result.best_val_srcc))
+        if better or result.best_state is None:
+            result.best_epoch, result.best_val_srcc = epoch + 1, val_srcc
+            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if checkpoint is not None:
+            io.save_torch({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "history": result.history,
+                "best_epoch": result.best_epoch, "best_val_srcc": result.best_val_srcc,
+                "best_state": result.best_state, "rng": _rng_state(),
+            }, checkpoint)
+    return result
+
+
+class _Objective(torch.nn.Module):
+    """``head.loss`` as a module's forward, so DDP can wrap it and all-reduce the gradients."""
+
+    def __init__(self, head: IQAHead):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(x, mos)
+
+
+@torch.inference_mode()
+def predict_images(
+    model: IQAHead,
+    images,
+    runtime: Runtime,
+    *,
+    batch_images: int = 4,
+    progress: bool = True,
+    desc: str = "predict",
+) -> np.ndarray:
+    """Score images: ``images`` yields ``(n, 3, p, p)`` patch stacks, one per image; returns the
+    per-image mean of the patch scores (normalised scale).  All crops of several images go through
+    one forward pass."""
+    model.eval()
+    scores: list[float] = []
+    pending: list[torch.Tensor] = []
+
+    def flush():
+        if not pending:
+            return
+        sizes = [p.shape[0] for p in pending]
+        batch = runtime.to(torch.cat(pending))
+        with runtime.autocast():
+            out = model(batch).float().cpu()
+        for chunk in torch.split(out, sizes):
+            scores.append(float(chunk.mean()))
+        pending.clear()
+
+    for patches in tqdm(images, desc=desc, disable=not progress, leave=False, unit="img"):
+        pending.append(patches)
+        if len(pending) >= batch_images:
+            flush()
+    flush()
+    return np.asarray(scores, dtype=np.float64)
+
+
+def default_workers() -> int:
+    """DataLoader workers: none on small CPUs (the patch cache makes loading cheap), some on GPUs."""
+    if torch.cuda.is_available():
+        return min(8, os.cpu_count() or 1)
+    return 0
+

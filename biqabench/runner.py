@@ -1,0 +1,283 @@
+"""The evaluation protocol: seeded splits, fine-tune, select on validation, test intra and cross.
+
+``evaluate`` is what ``biqabench eval`` runs.  For each of N seeded, content-aware splits of the
+training dataset it builds a fresh head around a fresh backbone carrying the requested weights,
+fine-tunes on the train part, keeps the epoch with the best SRCC on a validation part of the
+*train* split, then scores the test part (intra-dataset) and every other named dataset in full
+(cross-dataset).  Every finished split is written to disk at once; ``resume`` skips them and
+continues an interrupted split from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from biqabench import io
+from biqabench.backbones import create_backbone
+from biqabench.config import load_yaml, override
+from biqabench.device import Runtime, get_runtime
+from biqabench.engine import default_workers, predict_images, train_head
+from biqabench.errors import BiqaError
+from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec
+from biqabench.weights import remap_state_dict, resolve_state_dict
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("finetune", "linear-probe")
+EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines an evaluation; saved as the run's ``config.yaml``."""
+
+    head: str = "hyperiqa"
+    weights: str = "imagenet"
+    backbone: str = "resnet50"
+    train: str = ""                    # "" -> the embedded default (demo-a)
+    test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
+    splits: int = 10
+    seed: int = 0
+    protocol: str = "finetune"         # finetune | linear-probe
+    test_frac: float = 0.2
+    val_frac: float = 0.1              # share of the train split used for model selection
+    official_split: bool = False
+    recipe: str = "auto"               # auto (cpu on CPU, paper elsewhere) | paper | cpu | a YAML path
+    recipe_overrides: dict = field(default_factory=dict)
+    data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
+    dataset_options: dict = field(default_factory=dict)  # per dataset name: {resize: 512, ...}
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int = -1                  # DataLoader workers; -1: automatic
+    save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+
+    def datasets(self) -> tuple[str, list[str]]:
+        train = self.train or EMBEDDED_TRAIN
+        test = list(self.test) if (self.test or self.train) else list(EMBEDDED_TEST)
+        return train, [t for t in dict.fromkeys(test) if t and t != train]
+
+
+def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:
+    """An :class:`EvalConfig` from an optional YAML file plus keyword overrides (None values ignored)."""
+    cfg = EvalConfig()
+    if path:
+        cfg = override(cfg, load_yaml(path), where=f"config {path}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = override(cfg, given, where="options")
+    if cfg.protocol not in PROTOCOLS:
+        raise BiqaError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if cfg.splits < 1:
+        raise BiqaError(f"--splits must be at least 1 (got {cfg.splits})")
+    return cfg
+
+
+def _recipe_file(head: str, preset: str) -> Path | None:
+    candidate = CONFIGS_DIR / "heads" / f"{head}_{preset}.yaml"
+    return candidate if candidate.is_file() else None
+
+
+# When no CPU recipe file ships with a head, shrink its paper recipe to CPU scale.
+CPU_FALLBACK = {"patch_size": 96, "train_patches": 4, "test_patches": 8, "batch_size": 32, "epochs": 3, "lr_step": 0}
+
+
+def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[Recipe, str]:
+    """The head's recipe for this run and a label saying where it came from."""
+    preset = cfg.recipe
+    if preset == "auto":
+        preset = "cpu" if runtime.device.type == "cpu" else "paper"
+    recipe, source = spec.recipe, f"{spec.name} defaults"
+    if preset in ("paper", "cpu"):
+        path = _recipe_file(spec.name, preset)
+        if path is not None:
+            recipe, source = override(spec.recipe, load_yaml(path), where=f"recipe {path}"), str(path)
+        elif preset == "cpu":
+            recipe, source = override(spec.recipe, CPU_FALLBACK), f"{spec.name} defaults shrunk to CPU scale"
+    else:
+        path = Path(preset)
+        recipe, source = override(spec.recipe, load_yaml(path), where=f"recipe {path}"), str(path)
+    if cfg.recipe_overrides:
+        recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
+        source += " + overrides"
+    if cfg.protocol == "linear-probe":
+        recipe = dataclasses.replace(recipe, freeze_backbone=True)
+    return recipe, source
+
+
+def _test_seed(name: str, seed: int) -> int:
+    """Test crops depend only on the image's file name and the seed: the same image, the same crops
+    (in every split, in cross-dataset tests and in ``biqabench predict``)."""
+    return (zlib.crc32(Path(name).name.encode()) + 7919 * seed) % (2**31)
+
+
+def _image_patch_stream(table, indices, cache, recipe: Recipe, seed: int) -> Iterator[torch.Tensor]:
+    from biqabench.data import image_patches
+
+    for i in indices:
+        img = cache.get(table.paths[i])
+        yield image_patches(img, recipe.patch_size, recipe.test_patches, seed=_test_seed(table.names[i], seed))
+
+
+def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: Runtime, *, seed: int = 0,
+                progress: bool = True, desc: str = "test") -> np.ndarray:
+    """Normalised scores (0..1, higher better) for ``table``'s images at ``indices``."""
+    indices = np.asarray(indices, dtype=int)
+    return predict_images(model, _image_patch_stream(table, indices, cache, recipe, seed), runtime,
+                          progress=progress, desc=desc)
+
+
+def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | None) -> IQAHead:
+    backbone = create_backbone(cfg.backbone)
+    if state is not None:
+        mapped, _ = remap_state_dict(state, backbone, cfg.weights)
+        backbone.load_state_dict(mapped)
+    return create_head(spec.name, backbone, recipe=recipe)
+
+
+def _metrics_rows(split: int, train_name: str, test_name: str, kind: str, table, idx, pred_norm) -> tuple[list, dict]:
+    from biqabench.metrics import compute_metrics
+
+    mos = table.mos[idx]
+    pred = table.to_native(pred_norm)
+    m = compute_metrics(pred, mos)
+    row = {"split": split, "train_set": train_name, "test_set": test_name, "kind": kind, **m}
+    preds = [{"split": split, "test_set": test_name, "image": table.names[i], "mos": float(mos[j]),
+              "pred": float(pred[j]), "pred_norm": float(pred_norm[j])} for j, i in enumerate(idx)]
+    return preds, row
+
+
+def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Path | None = None,
+             resume: str | Path | None = None, progress: bool = True, **overrides: Any) -> Path:
+    """Run the protocol; return the run folder (``results/runs/<id>``)."""
+    from biqabench import results
+    from biqabench.data import ImageCache, PatchDataset, load_dataset, make_splits
+    from biqabench.interrupt import sigterm_as_interrupt
+    from biqabench.metrics import srcc
+
+    started = time.time()
+    if resume is not None:
+        run_path = results.load_run(resume).path if not Path(resume).is_dir() else Path(resume)
+        cfg = load_eval_config(run_path / "config.yaml")
+    else:
+        cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
+    runtime = get_runtime(cfg.device, cfg.precision)
+    spec = head_spec(cfg.head)
+    recipe, recipe_source = resolve_recipe(cfg, spec, runtime)
+    # resolve weights and datasets before any training, so mistakes surface in seconds
+    state, weights_source = resolve_state_dict(cfg.weights, cfg.backbone)
+    build_model(cfg, spec, recipe, state)  # also checks the weights fit the backbone
+    train_name, test_names = cfg.datasets()
+    root = cfg.data_root or None
+    opts = lambda name: dict(cfg.dataset_options.get(name, {}))  # noqa: E731
+    train_table = load_dataset(train_name, root, **opts(train_name))
+    test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
+    split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
+                             val_frac=cfg.val_frac, official=cfg.official_split)
+
+    if resume is None:
+        label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
+        run_path = Path(run_dir) if run_dir else results.new_run_dir("eval", label)
+        run_path.mkdir(parents=True, exist_ok=True)
+        io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    manifest = {
+        "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
+        "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
+        "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
+        "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
+        "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
+                              "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
+                     for t in [train_table, *test_tables.values()]},
+        "status": "running",
+    }
+    results.write_manifest(run_path, **manifest)
+
+    cache = ImageCache(resize=recipe.resize)
+    workers = default_workers() if cfg.workers < 0 else cfg.workers
+    with sigterm_as_interrupt():
+        try:
+            for k, split in enumerate(split_list):
+                split_dir = run_path / "splits" / str(k)
+                if (split_dir / "metrics.csv").is_file():
+                    log.info("split %d already finished, skipping", k)
+                    continue
+                split_dir.mkdir(parents=True, exist_ok=True)
+                seed = cfg.seed + k
+                torch.manual_seed(seed)
+                model = build_model(cfg, spec, recipe, state)
+                train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
+                                        train=True, seed=seed, cache=cache, hflip=recipe.hflip)
+                validate = None
+                if len(split.val) >= 3:
+                    val_mos = train_table.mos_norm[split.val]
+
+                    def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
+                        pred = score_table(m, train_table, _idx, cache, recipe, runtime, seed=_seed, progress=False)
+                        return srcc(pred, _mos)
+
+                result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
+                                    checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
+                                    desc=f"split {k + 1}/{cfg.splits}")
+                model.load_state_dict(result.best_state)
+                preds, rows = [], []
+                sets = [(train_name, "intra", train_table, split.test)]
+                sets += [(n, "cross", t, np.arange(len(t))) for n, t in test_tables.items()]
+                for name, kind, table, idx in sets:
+                    if len(idx) == 0:
+                        continue
+                    pred_norm = score_table(model, table, idx, cache, recipe, runtime, seed=cfg.seed,
+                                            progress=progress, desc=f"split {k + 1} test {name}")
+                    p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
+                    preds += p
+                    rows.append(r)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
+                io.write_text(split_dir / "history.csv", history.to_csv(index=False))
+                io.write_text(split_dir / "predictions.csv", pd.DataFrame(preds).to_csv(index=False))
+                if k == 0 and cfg.save_model:
+                    _save_model(model, run_path / "model.safetensors")
+                # metrics.csv last: its presence marks the split finished
+                io.write_text(split_dir / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+                (split_dir / "checkpoint.pt").unlink(missing_ok=True)
+        except KeyboardInterrupt:
+            results.write_manifest(run_path, **{**manifest, "status": "interrupted",
+                                                "wall_seconds": time.time() - started})
+            raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
+                            f"{run_path}") from None
+    finalize_run(run_path, manifest, started)
+    return run_path
+
+
+def _save_model(model: IQAHead, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with io.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def finalize_run(run_path: Path, manifest: dict, started: float) -> None:
+    """Merge per-split files, write the summary, the plots and the final manifest."""
+    from biqabench import plots, results
+
+    def merged(name: str) -> pd.DataFrame:
+        parts = sorted((run_path / "splits").glob(f"*/{name}"), key=lambda p: int(p.parent.name))
+        return pd.concat([pd.read_csv(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+
+    metrics, preds, history = merged("metrics.csv"), merged("predictions.csv"), merged("history.csv")
+    results.write_metrics(run_path, metrics)
+    results.write_predictions(run_path, preds)
+    io.write_text(run_path / "history.csv", history.to_csv(index=False))
+    results.write_summary(run_path, metrics, manifest)
+    plots.scatter_plot(preds, run_path)
+    plots.training_curves(history, run_path / "training_curves.png")
+    results.write_manifest(run_path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})

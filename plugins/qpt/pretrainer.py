@@ -1,0 +1,485 @@
+"""``biqabench pretrain qpt``: the QPT training loop (MoCo + QC-Loss over the degradation space).
+
+One step: take B pristine crops, degrade each twice (d1 != d2, batched), cut a query and a
+positive patch from d1(x) and ``deg_negatives`` patches from d2(x), run the query encoder and
+the momentum key encoder, and minimise QC-Loss against those keys, the batch's other images
+and the queue.  The query encoder's backbone is what goes into the weights store.
+
+Long runs are safe to stop: checkpoints are written atomically every ``checkpoint_every``
+steps, and Ctrl-C / SIGTERM only sets a flag, so the current step finishes, a checkpoint is
+written and the process exits; ``--resume`` then continues with exactly the losses the
+uninterrupted run would have had (data order, crops, degradations and shuffle-BN permutations
+are functions of (seed, step), and model, optimiser, queue and RNG state are in the checkpoint).
+
+Under ``torchrun --nproc_per_node N`` it runs DDP (gloo on CPU, NCCL on CUDA); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from biqabench import io
+from biqabench.config import load_yaml, override
+from biqabench.device import Runtime, get_runtime
+from biqabench.errors import BiqaError
+from biqabench.paths import results_root
+from biqabench.pretrain import PretrainRequest
+from biqabench.weights import WeightsRecord, WeightsStore
+from biqabench_plugins.qpt.data import CropDataset, QPTBatch, StreamSampler, list_images, make_views
+from biqabench_plugins.qpt.degradations import DegradationConfig, space_size, validate
+from biqabench_plugins.qpt.moco import QPTModel
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+#: Settings that may change between an interrupted run and its --resume (the rest must match).
+RESUMABLE_CHANGES = ("steps", "epochs", "workers", "checkpoint_every")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum, linear warm-up then cosine decay (MoCo v2's schedule)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 5
+    schedule: str = "cosine"  # cosine | constant
+
+
+@dataclass
+class QPTConfig:
+    """Everything a QPT run needs. The defaults are the CPU demo (configs/qpt_pretrain_cpu.yaml)."""
+
+    steps: int = 40
+    epochs: float = 0.0          # > 0: train this many passes over the data instead of `steps`
+    batch_size: int = 16         # images per step per process
+    crop_size: int = 128         # pristine crop that is degraded; patches are cut from it
+    patch_size: int = 64
+    deg_negatives: int = 1       # patches of d2(x) per image (degradation-based negatives)
+    embed_dim: int = 128
+    hidden_dim: int = 0          # projector width; 0: the backbone's output channels
+    queue_size: int = 1024
+    momentum: float = 0.99       # key encoder EMA
+    temperature: float = 0.2
+    in_batch_negatives: bool = True
+    key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
+    workers: int = 1             # DataLoader processes decoding images
+    checkpoint_every: int = 20
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+
+def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
+    positive = ("batch_size", "crop_size", "patch_size", "deg_negatives", "embed_dim", "key_bn_splits",
+                "checkpoint_every")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise BiqaError(f"{where}: {key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.steps < 1 and cfg.epochs <= 0:
+        raise BiqaError(f"{where}: give steps >= 1 or epochs > 0")
+    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0:
+        raise BiqaError(f"{where}: queue_size, workers and hidden_dim must be >= 0")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise BiqaError(f"{where}: momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.temperature <= 0:
+        raise BiqaError(f"{where}: temperature must be > 0, got {cfg.temperature}")
+    if cfg.optim.schedule not in ("cosine", "constant"):
+        raise BiqaError(f"{where}: optim.schedule must be cosine or constant, got {cfg.optim.schedule!r}")
+    if cfg.optim.lr <= 0:
+        raise BiqaError(f"{where}: optim.lr must be > 0, got {cfg.optim.lr}")
+    validate(cfg.degradation, f"{where}: degradation")
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, values: dict | None = None) -> QPTConfig:
+    """Defaults (= configs/qpt_pretrain_cpu.yaml), then a YAML file, then ``values``; validated."""
+    cfg = QPTConfig()
+    where = "QPT config"
+    if path is not None:
+        where = str(path)
+        cfg = override(cfg, load_yaml(path), where=where)
+    cfg = override(cfg, values, where=where)
+    return validate_config(cfg, where)
+
+
+def config_for_request(request: PretrainRequest) -> QPTConfig:
+    """The run's config: file (or defaults), with the command-line options on top."""
+    values: dict = {}
+    if request.batch_size is not None:
+        values["batch_size"] = request.batch_size
+    if request.patch_size is not None:
+        values["patch_size"] = request.patch_size
+    if request.workers is not None:
+        values["workers"] = request.workers
+    if request.steps is not None and request.epochs is not None:
+        raise BiqaError("give --steps or --epochs, not both")
+    if request.steps is not None:
+        values.update(steps=request.steps, epochs=0.0)
+    if request.epochs is not None:
+        values["epochs"] = float(request.epochs)
+    cfg = load_config(request.config, values)
+    if cfg.patch_size > cfg.crop_size:
+        log.info("crop_size %d < patch_size %d: degrading %d px crops instead", cfg.crop_size, cfg.patch_size,
+                 2 * cfg.patch_size)
+        cfg = dataclasses.replace(cfg, crop_size=2 * cfg.patch_size)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# one training step
+# ------------------------------------------------------------------------------------------------
+def lr_at(cfg: OptimConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+
+
+class QPTTrainer:
+    """Model, optimiser and runtime for QPT; ``make_batch`` + ``step`` is one training step.
+
+    >>> trainer = QPTTrainer.build("tiny", QPTConfig(batch_size=4, crop_size=32, patch_size=16),
+    ...                            get_runtime("cpu", "fp32"), total_steps=10)
+    >>> crops = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    >>> stats = trainer.step(trainer.make_batch(crops, step=0))   # {'loss': ..., 'acc': ..., ...}
+    """
+
+    def __init__(self, model: QPTModel, cfg: QPTConfig, runtime: Runtime, total_steps: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+        self.model = model
+        self.cfg = cfg
+        self.runtime = runtime
+        self.total_steps = total_steps
+        self.seed, self.rank, self.world = seed, rank, world
+        params = [p for p in model.encoder_q.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.scaler = runtime.grad_scaler()
+        self.encode_query = None
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            self.encode_query = DDP(model.encoder_q, device_ids=ids)
+
+    @classmethod
+    def build(cls, backbone: str, cfg: QPTConfig, runtime: Runtime, total_steps: int, seed: int = 0,
+              rank: int = 0, world: int = 1) -> "QPTTrainer":
+        from biqabench.backbones import create_backbone
+
+        torch.manual_seed(seed)  # same initialisation in every process
+        net = create_backbone(backbone, weights="random")
+        model = QPTModel(net, embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, queue_size=cfg.queue_size,
+                         momentum=cfg.momentum, temperature=cfg.temperature,
+                         in_batch_negatives=cfg.in_batch_negatives, key_bn_splits=cfg.key_bn_splits,
+                         generator=torch.Generator().manual_seed(seed + 1))
+        return cls(runtime.prepare(model), cfg, runtime, total_steps, seed, rank, world)
+
+    def generators(self, step: int) -> tuple[np.random.Generator, torch.Generator, torch.Generator]:
+        """(numpy rng for recipes and crops, device generator for noise, CPU generator for shuffle-BN)."""
+        rng = np.random.default_rng([self.seed, step, self.rank, 3])
+        dev_gen = torch.Generator(device=self.runtime.device).manual_seed(int(rng.integers(2 ** 62)))
+        cpu_gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, step, 5]).integers(2 ** 62)))
+        return rng, dev_gen, cpu_gen
+
+    def make_batch(self, crops: torch.Tensor, step: int) -> QPTBatch:
+        """Pristine uint8 crops (B, 3, S, S) -> degraded, normalised patches on the device."""
+        rng, dev_gen, _ = self.generators(step)
+        batch = make_views(crops, self.cfg.degradation, self.cfg.patch_size, self.cfg.deg_negatives, rng,
+                           dev_gen, device=self.runtime.device)
+        return batch.to(self.runtime)
+
+    def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float]:
+        """One optimiser step on ``batch``; returns loss and diagnostics as floats."""
+        lr = lr_at(self.cfg.optim, step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        _, _, cpu_gen = self.generators(step)
+        with self.runtime.autocast():
+            loss, stats = self.model(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
+                                     encode_query=self.encode_query)
+        if not torch.isfinite(loss):
+            raise BiqaError(f"QPT loss became {loss.item()} at step {step}; lower optim.lr or use --precision fp32")
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in stats.items()}}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self, step: int, losses: list[float], wall_time: float, backbone: str) -> dict:
+        """Plain tensors, numbers, strings and lists only: loads with ``weights_only=True``."""
+        return {
+            "format": 1, "producer": "qpt", "backbone": backbone, "step": step, "seed": self.seed,
+            "world": self.world, "losses": [float(v) for v in losses], "wall_time": float(wall_time),
+            "config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(_np_state())},
+            # data order, crops and degradations are functions of (seed, step): no sampler state needed
+            "data": {"next_sample": step * self.cfg.batch_size * self.world},
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(_np_unstate(json.loads(state["rng"]["numpy"])))
+
+
+def _np_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _np_unstate(s: list) -> tuple:
+    return (s[0], np.asarray(s[1], dtype=np.uint32), s[2], s[3], s[4])
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+class StopFlag:
+    """SIGINT/SIGTERM set a flag instead of killing the step; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised after the checkpoint of an interrupted run is safely written."""
+
+
+def _dist_setup(runtime: Runtime) -> tuple[int, int, Runtime]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, runtime
+    if not dist.is_initialized():
+        backend = "nccl" if runtime.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if runtime.device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        runtime = Runtime(torch.device("cuda", local), runtime.precision)
+    return rank, world, runtime
+
+
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def default_data() -> Path:
+    try:
+        from biqabench.data.embedded import pristine_dir
+    except ImportError:
+        raise BiqaError("the embedded default images are not available in this install; "
+                        "pass --data FOLDER (any folder of images)") from None
+    return pristine_dir()
+
+
+def loss_plot(losses: list[float], path: Path, title: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, lw=0.8, alpha=0.45, label="loss")
+    if len(losses) >= 5:
+        w = max(2, len(losses) // 20)
+        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("QC-Loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def _check_resume(state: dict, cfg: QPTConfig, backbone: str, world: int, seed: int, path: Path) -> None:
+    problems = []
+    if state.get("backbone") != backbone:
+        problems.append(f"backbone {state.get('backbone')!r} vs --backbone {backbone!r}")
+    if int(state.get("world", 1)) != world:
+        problems.append(f"{state.get('world')} processes vs {world} now")
+    if int(state.get("seed", 0)) != seed:
+        problems.append(f"seed {state.get('seed')} vs --seed {seed}")
+    old, new = state.get("config", {}), dataclasses.asdict(cfg)
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            problems.append(f"{key}: {old.get(key)!r} vs {new.get(key)!r}")
+    if problems:
+        raise BiqaError(f"--resume: checkpoint {path} was made with other settings ({'; '.join(problems[:4])}); "
+                        "rerun with the same options, or drop --resume to start over")
+
+
+def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | None = None) -> WeightsRecord:
+    """Pretrain ``request.backbone`` with QPT and save its weights in ``request.store`` as ``qpt``.
+
+    ``on_step(step, stats)`` is called after every step (tests use it to interrupt a run).
+    """
+    cfg = config_for_request(request)
+    runtime = get_runtime(request.device, request.precision)
+    rank, world, runtime = _dist_setup(runtime)
+    try:
+        return _run(request, cfg, runtime, rank, world, on_step)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
+         on_step: Callable[[int, dict], None] | None) -> WeightsRecord:
+    from tqdm import tqdm
+
+    t_start = time.time()
+    backbone = request.backbone
+    data_root = Path(request.data) if request.data else default_data()
+    paths = list_images(data_root)
+    b = cfg.batch_size
+    if cfg.epochs > 0:
+        total = max(1, math.ceil(cfg.epochs * len(paths) / (b * world)))
+    else:
+        total = cfg.steps
+    run_dir = Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{backbone}"
+    ckpt_path = run_dir / CHECKPOINT
+    trainer = QPTTrainer.build(backbone, cfg, runtime, total, request.seed, rank, world)
+
+    start, losses, wall_before = 0, [], 0.0
+    if request.resume:
+        if not ckpt_path.is_file():
+            raise BiqaError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start, "
+                            "or pass the --run-dir of the interrupted run")
+        state = io.load_torch(ckpt_path, map_location=runtime.device)
+        _check_resume(state, cfg, backbone, world, request.seed, ckpt_path)
+        trainer.load_state(state)
+        start, losses, wall_before = int(state["step"]), list(state["losses"]), float(state["wall_time"])
+        if start >= total:
+            log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
+    elif ckpt_path.is_file() and rank == 0:
+        log.warning("starting over: %s will be replaced (use --resume to continue it)", ckpt_path)
+
+    loader = torch.utils.data.DataLoader(
+        CropDataset(paths, cfg.crop_size, request.seed), batch_size=b,
+        sampler=StreamSampler(b, start_step=start, rank=rank, world=world),
+        num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
+    )
+    show = request.progress and rank == 0
+    bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step", disable=not show,
+               dynamic_ncols=True)
+
+    def save(step: int) -> None:
+        if rank == 0:
+            io.save_torch(trainer.state(step, losses, wall_before + time.time() - t_start, backbone), ckpt_path)
+
+    step = start
+    smooth, rate = None, None
+    with StopFlag() as stop:
+        it = iter(loader) if start < total else None
+        try:
+            while step < total:
+                t0 = time.time()
+                crops = next(it)
+                stats = trainer.step(trainer.make_batch(crops, step), step)
+                losses.append(stats["loss"])
+                step += 1
+                dt = time.time() - t0
+                smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
+                rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
+                bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
+                bar.update(1)
+                if on_step is not None:
+                    on_step(step, stats)
+                if _any_rank(stop.signal is not None, world, runtime.device):
+                    save(step)
+                    bar.close()
+                    msg = (f"interrupted at step {step}/{total}; checkpoint saved to {ckpt_path}. "
+                           f"Continue with the same command plus --resume")
+                    if rank == 0:
+                        tqdm.write(msg)
+                    raise Interrupted(msg)
+                if step % cfg.checkpoint_every == 0 and step < total:
+                    save(step)
+        finally:
+            bar.close()
+            del it
+    save(step)
+    wall = wall_before + time.time() - t_start
+    return _publish(request, cfg, trainer, losses, step, wall, run_dir, data_root, len(paths), runtime, rank, world)
+
+
+def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, losses: list[float], step: int,
+             wall: float, run_dir: Path, data_root: Path, n_images: int, runtime: Runtime, rank: int,
+             world: int) -> WeightsRecord:
+    backbone = request.backbone
+    store: WeightsStore = request.store
+    record: WeightsRecord | None = None
+    if rank == 0:
+        tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+        plot = loss_plot(losses, run_dir / "loss.png",
+                         f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
+                         f"patch {cfg.patch_size}") if losses else None
+        io.write_json(run_dir / "losses.json", {"losses": losses})
+        extra = {
+            "steps": step, "final_loss": float(np.mean(tail)), "last_loss": losses[-1] if losses else None,
+            "first_loss": losses[0] if losses else None, "wall_time_s": round(wall, 1),
+            "images_seen": step * cfg.batch_size * world, "data": str(data_root), "data_images": n_images,
+            "run_dir": str(run_dir), "loss_curve": str(plot) if plot else None, "world_size": world,
+            "device": str(runtime.device), "precision": runtime.precision, "seed": request.seed,
+            "degradation_space_size": f"{float(space_size(cfg.degradation)):.3e}",
+        }
+        record = store.save(trainer.model.backbone.state_dict(), producer="qpt", backbone=backbone,
+                            config=dataclasses.asdict(cfg), extra=extra)
+        io.write_json(run_dir / "run.json", {"weights": str(record.file), **extra})
+    if world > 1:
+        box = [record]
+        dist.broadcast_object_list(box, src=0)
+        record = box[0]
+    assert record is not None
+    return record
