@@ -68,7 +68,28 @@ def load_matrix(path: str | Path) -> Matrix:
     m = override(Matrix(), load_yaml(path), where=f"matrix {path}")
     if not m.heads or not m.weights:
         raise BiqaError(f"matrix {path}: 'heads' and 'weights' must each list at least one name")
+    validate_names(m, where=f"matrix {path}")
     return m
+
+
+def validate_names(m: Matrix, where: str) -> None:
+    """Catch a typo in any head, backbone, dataset or weights name before hours of jobs start."""
+    from biqabench.plugins import registry
+    from biqabench.registry import unknown_name_message
+    from biqabench.weights import BUILTIN_NAMES, _looks_like_path
+
+    try:
+        registry("backbones").get(m.backbone)
+        for h in m.heads:
+            registry("heads").get(h)
+        for d in [*m.train, *m.test]:
+            registry("datasets").get(d)
+    except BiqaError as exc:
+        raise BiqaError(f"{where}: {exc}") from None
+    known = [*BUILTIN_NAMES, *registry("pretrainers").names()]
+    for w in m.weights:
+        if w not in known and not _looks_like_path(w):
+            raise BiqaError(f"{where}: {unknown_name_message('weights', w, known)}")
 
 
 def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
@@ -148,11 +169,14 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     if df.empty:
         return df
     table = paper_table(df)
-    gain = weight_gain(df, baseline=matrix.baseline or matrix.weights[0])
+    baseline = matrix.baseline or matrix.weights[0]
+    try:
+        gain_text = render_table(weight_gain(df, baseline=baseline), "markdown")
+    except BiqaError as exc:  # e.g. the baseline's jobs have not finished (yet)
+        gain_text = f"(not available: {exc})"
     parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
              f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
-             f"\n\n## Gain from swapping weights (vs {matrix.baseline or matrix.weights[0]})\n",
-             render_table(gain, "markdown"), "\n"]
+             f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n"]
     io.write_text(folder / "table.md", "\n".join(parts))
     io.write_text(folder / "table.tex", render_table(table, "latex"))
     io.write_text(folder / "table.csv", render_table(table, "csv"))

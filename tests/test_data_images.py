@@ -206,3 +206,16 @@ def test_dataloader_workers_with_disk_cache(tmp_path):
     parallel = torch.cat([b[0] for b in loader])
     assert torch.equal(serial, parallel)
     assert len(list((tmp_path / "decoded").rglob("*.npy"))) == 3
+
+
+def test_persistent_workers_follow_set_epoch(tmp_path):
+    table = make_table(tmp_path)
+    ds = PatchDataset(table, [0, 1], 16, 3, train=True, cache=ImageCache(folder=tmp_path / "decoded"))
+    loader = DataLoader(ds, batch_size=6, num_workers=2, persistent_workers=True, multiprocessing_context="fork")
+    seen = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        seen.append(torch.cat([b[0] for b in loader]))
+        expected = torch.stack([ds[k][0] for k in range(len(ds))])  # computed here, in the main process
+        assert torch.equal(seen[-1], expected)
+    assert not torch.equal(seen[0], seen[1])

@@ -34,18 +34,21 @@ def _csv_rows(path) -> int:
 def test_koniq_official_csv_with_stand_in_images(shared_data, tmp_path):
     src = shared_data / "metadata" / "koniq10k_distributions_sets.csv"
     shutil.copy(src, tmp_path / src.name)
-    with open(src, newline="", encoding="utf-8") as f:
-        names = [row["image_name"] for row in csv.DictReader(f)]
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 90, 90)).save(buf, format="JPEG")
     (tmp_path / "1024x768").mkdir()
-    for n in names:  # the same 8x8 JPEG under every official name
-        (tmp_path / "1024x768" / n).write_bytes(buf.getvalue())
-    table = load_dataset("koniq10k", tmp_path, check="exists")  # 10k header reads add nothing here
-    assert len(table) == 10_073
+    table = load_dataset("koniq10k", tmp_path, check="none")  # the label file alone
+    assert len(table) == 10_073 and table.options["images"] == "1024x768"
     split = make_splits(table, official=True)[0]
     assert split.sizes() == {"train": 7058, "val": 1000, "test": 2015}
     assert 0.0 <= table.mos.min() and table.mos.max() <= 100.0
+    # stand-in 8x8 JPEGs under every 40th official name: those rows validate, the rest are missing
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(buf, format="JPEG")
+    present = set(table.names[::40])
+    for n in present:
+        (tmp_path / "1024x768" / n).write_bytes(buf.getvalue())
+    checked = load_dataset("koniq10k", tmp_path, skip_bad=True)
+    assert set(checked.names) == present
+    assert checked.options["skipped_bad"] == 10_073 - len(present)
 
 
 def test_every_pyiqa_meta_info_csv_parses(shared_data, tmp_path):

@@ -23,8 +23,11 @@ from biqabench.data.cache import ImageCache
 from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD
 from biqabench.data.table import IQATable
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+# normalised = uint8 * _SCALE + _OFFSET, per channel: one fused pass, in numpy on purpose (torch's
+# intra-op threads cost more than they save on one 224px patch, ~30x more on a busy machine)
+_STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+_SCALE = (1.0 / (255.0 * _STD)).astype(np.float32)
+_OFFSET = (-np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1) / _STD).astype(np.float32)
 
 Seed = int | Sequence[int]
 
@@ -42,35 +45,45 @@ def crop_boxes(height: int, width: int, patch_size: int, n: int, seed: Seed,
     return [(int(a * span_y), int(b * span_x), bool(train and c < 0.5)) for a, b, c in u]
 
 
-def _upscale_if_small(image: torch.Tensor, patch_size: int) -> torch.Tensor:
+def upscale_if_small(image: np.ndarray, patch_size: int) -> np.ndarray:
+    """uint8 (3, H, W) scaled up (bilinear) so both sides are at least ``patch_size``."""
     _, h, w = image.shape
     if h >= patch_size and w >= patch_size:
         return image
     scale = patch_size / min(h, w)
     size = (max(patch_size, round(h * scale)), max(patch_size, round(w * scale)))
-    up = F.interpolate(image.unsqueeze(0).float(), size=size, mode="bilinear", align_corners=False)
-    return up.squeeze(0).round().clamp(0, 255).to(torch.uint8)
+    up = F.interpolate(torch.from_numpy(np.array(image, dtype=np.float32))[None], size=size,
+                       mode="bilinear", align_corners=False)[0]
+    return up.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def normalise(patch_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 normalised with the ImageNet mean and std."""
-    return (patch_uint8.float().div_(255.0) - _MEAN) / _STD
+def normalise(patch_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> float32 tensor normalised with the ImageNet mean and std."""
+    arr = patch_uint8.numpy() if isinstance(patch_uint8, torch.Tensor) else patch_uint8
+    out = arr.astype(np.float32)
+    out *= _SCALE
+    out += _OFFSET
+    return torch.from_numpy(out)
 
 
-def image_patches(image: torch.Tensor, patch_size: int, n: int, *, seed: Seed,
+def _crop(image: np.ndarray, box: tuple[int, int, bool], p: int) -> np.ndarray:
+    top, left, flip = box
+    crop = image[:, top:top + p, left:left + p]
+    return crop[:, :, ::-1] if flip else crop
+
+
+def image_patches(image: torch.Tensor | np.ndarray, patch_size: int, n: int, *, seed: Seed,
                   train: bool = False) -> torch.Tensor:
     """``n`` normalised crops (n, 3, p, p) of one uint8 image (3, H, W), e.g. all test crops of an
     image for one forward pass.  ``PatchDataset`` test patch j of table image i equals
     ``image_patches(img, p, n, seed=(seed, i))[j]``."""
-    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected a uint8 tensor (3, H, W), got {tuple(image.shape)} {image.dtype}")
-    image = _upscale_if_small(image, patch_size)
-    _, h, w = image.shape
-    out = torch.empty((n, 3, patch_size, patch_size), dtype=torch.uint8)
-    for k, (top, left, flip) in enumerate(crop_boxes(h, w, patch_size, n, seed, train)):
-        crop = image[:, top:top + patch_size, left:left + patch_size]
-        out[k] = crop.flip(-1) if flip else crop
-    return normalise(out)
+    arr = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"expected a uint8 image (3, H, W), got {tuple(arr.shape)} {arr.dtype}")
+    arr = upscale_if_small(arr, patch_size)
+    _, h, w = arr.shape
+    boxes = crop_boxes(h, w, patch_size, n, seed, train)
+    return normalise(np.stack([_crop(arr, b, patch_size) for b in boxes]))
 
 
 class PatchDataset(Dataset):
@@ -92,12 +105,18 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.hflip = bool(hflip)
         self.cache = cache if cache is not None else ImageCache(resize=int(table.options.get("resize", 0) or 0))
-        self.epoch = 0
+        # in shared memory, so DataLoader workers (persistent ones too) see set_epoch() calls
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._mos = table.mos_norm.astype(np.float32)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        """Training crops are a function of (seed, epoch, image index): call once per epoch."""
-        self.epoch = int(epoch)
+        """Training crops are a function of (seed, epoch, image index): call once per epoch,
+        before iterating the DataLoader (persistent workers follow, the epoch is in shared memory)."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.indices) * self.n_patches
@@ -112,20 +131,8 @@ class PatchDataset(Dataset):
             raise IndexError(k)
         i = int(self.indices[k // self.n_patches])
         j = k % self.n_patches
-        arr = self.cache.get_array(self.table.paths[i])
-        p = self.patch_size
+        arr = upscale_if_small(self.cache.get_array(self.table.paths[i]), self.patch_size)
         _, h, w = arr.shape
-        if h < p or w < p:
-            image = _upscale_if_small(torch.from_numpy(np.array(arr)), p)
-            _, h, w = image.shape
-        else:
-            image = None
-        top, left, flip = crop_boxes(h, w, p, self.n_patches, self._seed(i), self.train)[j]
-        flip = flip and self.hflip
-        if image is None:
-            crop = torch.from_numpy(np.array(arr[:, top:top + p, left:left + p], copy=True))
-        else:
-            crop = image[:, top:top + p, left:left + p]
-        if flip:
-            crop = crop.flip(-1)
-        return normalise(crop), torch.tensor(self._mos[i]), i
+        top, left, flip = crop_boxes(h, w, self.patch_size, self.n_patches, self._seed(i), self.train)[j]
+        patch = _crop(arr, (top, left, flip and self.hflip), self.patch_size)
+        return normalise(patch), torch.tensor(self._mos[i]), i

@@ -198,7 +198,9 @@ def build_table(
     ``relpaths`` (default: the names) are where the files are, relative to ``image_dir``, when
     that differs from the name the label file uses (CSIQ keeps images in per-distortion folders).
     """
-    root_for_check = root if root is not None else image_dir
+    # entries must stay inside the data root (or inside the image folder, where the user put
+    # that elsewhere on purpose)
+    root_for_check = root if root is not None and inside(root, image_dir) else image_dir
     paths: list[Path] = []
     values = np.empty(len(names), dtype=np.float64)
     issues: list[Issue] = []
@@ -226,7 +228,7 @@ def build_table(
             paths.append(image_dir / f".biqabench-invalid-{i}")
             continue
         rel = rel.replace("\\", "/")
-        candidate = Path(os.path.normpath(os.path.join(image_dir, rel)))
+        candidate = Path(os.path.normpath(os.path.join(os.path.abspath(image_dir), rel)))
         if os.path.isabs(rel) or not inside(root_for_check, candidate):
             issues.append(Issue(i, n, "path", f"escapes the data root {root_for_check}"))
             paths.append(image_dir / f".biqabench-invalid-{i}")
