@@ -169,6 +169,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
     if resume is not None:
         run_path = results.load_run(resume).path if not Path(resume).is_dir() else Path(resume)
         cfg = load_eval_config(run_path / "config.yaml")
+        started -= float(results.read_manifest(run_path).get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
     runtime = get_runtime(cfg.device, cfg.precision)
@@ -204,11 +205,12 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
 
     cache = ImageCache(resize=recipe.resize)
     workers = default_workers() if cfg.workers < 0 else cfg.workers
+    done = set(results.completed_splits(run_path))
     with sigterm_as_interrupt():
         try:
             for k, split in enumerate(split_list):
                 split_dir = run_path / "splits" / str(k)
-                if (split_dir / "metrics.csv").is_file():
+                if str(k) in done:
                     log.info("split %d already finished, skipping", k)
                     continue
                 split_dir.mkdir(parents=True, exist_ok=True)
@@ -242,11 +244,10 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                     rows.append(r)
                 history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
                 io.write_text(split_dir / "history.csv", history.to_csv(index=False))
-                io.write_text(split_dir / "predictions.csv", pd.DataFrame(preds).to_csv(index=False))
+                results.write_predictions(run_path, pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
                     _save_model(model, run_path / "model.safetensors")
-                # metrics.csv last: its presence marks the split finished
-                io.write_text(split_dir / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+                results.write_metrics(run_path, pd.DataFrame(rows), split=k)  # last: marks the split done
                 (split_dir / "checkpoint.pt").unlink(missing_ok=True)
         except KeyboardInterrupt:
             results.write_manifest(run_path, **{**manifest, "status": "interrupted",
@@ -266,18 +267,14 @@ def _save_model(model: IQAHead, path: Path) -> None:
 
 
 def finalize_run(run_path: Path, manifest: dict, started: float) -> None:
-    """Merge per-split files, write the summary, the plots and the final manifest."""
+    """Write the merged history, the summary, the plots and the final manifest."""
     from biqabench import plots, results
 
-    def merged(name: str) -> pd.DataFrame:
-        parts = sorted((run_path / "splits").glob(f"*/{name}"), key=lambda p: int(p.parent.name))
-        return pd.concat([pd.read_csv(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
-
-    metrics, preds, history = merged("metrics.csv"), merged("predictions.csv"), merged("history.csv")
-    results.write_metrics(run_path, metrics)
-    results.write_predictions(run_path, preds)
+    parts = sorted((run_path / "splits").glob("*/history.csv"), key=lambda p: int(p.parent.name))
+    history = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
     io.write_text(run_path / "history.csv", history.to_csv(index=False))
+    metrics = results.read_metrics(run_path)
     results.write_summary(run_path, metrics, manifest)
-    plots.scatter_plot(preds, run_path)
+    plots.scatter_plot(results.read_predictions(run_path), run_path)
     plots.training_curves(history, run_path / "training_curves.png")
     results.write_manifest(run_path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})

@@ -22,16 +22,19 @@ def _batch(n: int = 2, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, tor
     return torch.randn(n, 3, size, size, generator=g), torch.rand(n, generator=g)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-@pytest.mark.parametrize("name", HEADS)
+@pytest.mark.parametrize("name, arch", [
+    ("hyperiqa", "resnet18"), ("hyperiqa", "resnet50"), ("linear", "resnet18"), ("linear", "resnet50"),
+    ("tres", "resnet18"),
+    pytest.param("tres", "resnet50", marks=pytest.mark.slow),  # a d=3840 transformer: ~10 s on 2 cores
+])
 def test_scores_and_gradients_reach_head_and_backbone(name, arch):
     torch.manual_seed(0)
     backbone = ResNetBackbone(arch)
     head = create_head(name, backbone)
     assert head.backbone is backbone  # built around the given backbone, not its own
-    x, mos = _batch(4)
+    x, mos = _batch(3)
     scores = head(x)
-    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    assert scores.shape == (3,) and torch.isfinite(scores).all()
     loss = head.loss(x, mos)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
@@ -47,7 +50,7 @@ def test_scores_and_gradients_reach_head_and_backbone(name, arch):
 def test_eval_scores_are_deterministic_and_batch_independent(name):
     torch.manual_seed(0)
     head = create_head(name, ResNetBackbone("resnet18")).eval()
-    x, _ = _batch(3, 96)
+    x, _ = _batch(3, 64)
     with torch.no_grad():
         first, second = head(x), head(x)
         alone = head(x[1:2])
@@ -91,7 +94,7 @@ def test_freeze_backbone_is_a_linear_probe(name):
     assert all(p.grad is None for p in backbone.parameters())
     assert all(p.grad is not None for p in head.head_parameters())
     assert all(torch.equal(stats[k], v) for k, v in backbone.state_dict().items())
-    groups = head.param_groups(head_spec(name).recipe)
+    groups = head.param_groups(override(head_spec(name).recipe, {"freeze_backbone": True}))
     assert [g["name"] for g in groups] == ["head"]
 
 
@@ -146,6 +149,12 @@ def test_bad_options_name_the_key(name, options, match):
 def test_unknown_loss_is_refused(name, loss):
     with pytest.raises(BiqaError, match="loss"):
         create_head(name, TinyBackbone(), recipe={"loss": loss})
+
+
+def test_tres_on_resnet50_has_the_reference_widths():
+    head = create_head("tres", ResNetBackbone("resnet50"))
+    assert head.d_model == 3840 and tuple(head.fc2.weight.shape) == (2048, 3840)
+    assert tuple(head.fc.weight.shape) == (1, 4096) and head.transformer.encoder.layers[0].self_attn.num_heads == 16
 
 
 def test_tres_head_count_falls_back_to_a_divisor_of_the_width():
