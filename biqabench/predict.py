@@ -55,14 +55,15 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
     runtime = get_runtime(device, precision)
     model = runtime.prepare(model)
     files = collect_images(inputs)
-    cache = ImageCache(resize=recipe.resize)
+    train = manifest["datasets"][manifest["train"]]
+    # score new images the way the training images were seen (e.g. SPAQ-trained models at 512 px)
+    cache = ImageCache(resize=int((train.get("options") or {}).get("resize") or 0) or recipe.resize)
 
     from biqabench.data import image_patches
 
     stream = (image_patches(cache.get(f), recipe.patch_size, recipe.test_patches, seed=_test_seed(f.name, cfg.seed))
               for f in files)
     norm = predict_images(model, stream, runtime, progress=progress)
-    train = manifest["datasets"][manifest["train"]]
     lo, hi = train["scale"]
     native = lo + norm * (hi - lo) if train["higher_better"] else hi - norm * (hi - lo)
     return pd.DataFrame({"image": [str(f) for f in files], "pred": native, "pred_norm": norm,

@@ -137,6 +137,16 @@ def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: 
                           progress=progress, desc=desc)
 
 
+def dataset_cache(table, recipe: Recipe, workers: int):
+    """Decoded-image cache for one dataset: its resize option (e.g. SPAQ's 512 px short side) wins
+    over the recipe's; with DataLoader workers the decoded pixels go to a shared disk folder so each
+    worker and each epoch reuse one decode."""
+    from biqabench.data import ImageCache, default_cache_folder
+
+    resize = int(table.options.get("resize") or 0) or recipe.resize
+    return ImageCache(resize=resize, folder=default_cache_folder() if workers > 0 else None)
+
+
 def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | None) -> IQAHead:
     backbone = create_backbone(cfg.backbone)
     if state is not None:
@@ -161,7 +171,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
              resume: str | Path | None = None, progress: bool = True, **overrides: Any) -> Path:
     """Run the protocol; return the run folder (``results/runs/<id>``)."""
     from biqabench import results
-    from biqabench.data import ImageCache, PatchDataset, load_dataset, make_splits
+    from biqabench.data import PatchDataset, load_dataset, make_splits
     from biqabench.interrupt import sigterm_as_interrupt
     from biqabench.metrics import srcc
 
@@ -203,8 +213,9 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
     }
     results.write_manifest(run_path, **manifest)
 
-    cache = ImageCache(resize=recipe.resize)
     workers = default_workers() if cfg.workers < 0 else cfg.workers
+    caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
+    cache = caches[train_name]
     done = set(results.completed_splits(run_path))
     with sigterm_as_interrupt():
         try:
@@ -237,7 +248,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                 for name, kind, table, idx in sets:
                     if len(idx) == 0:
                         continue
-                    pred_norm = score_table(model, table, idx, cache, recipe, runtime, seed=cfg.seed,
+                    pred_norm = score_table(model, table, idx, caches[name], recipe, runtime, seed=cfg.seed,
                                             progress=progress, desc=f"split {k + 1} test {name}")
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p

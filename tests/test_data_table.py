@@ -68,3 +68,30 @@ def test_describe_for_manifests():
     info = table([5.0, 50.0], content=np.array(["r1", "r2"], dtype=object)).describe()
     assert info["images"] == 2 and info["contents"] == 2 and info["mos_min"] == 5.0
     assert info["fingerprint"] and info["scale"] == [0.0, 100.0]
+
+
+def test_relative_root_gives_absolute_paths(tmp_path, monkeypatch):
+    (tmp_path / "set").mkdir()
+    monkeypatch.chdir(tmp_path)
+    t = build_table("x", Path("set"), Path("set"), ["a.png"], ["1"], scale=(0, 10), higher_better=True)
+    assert t.paths[0].is_absolute() and t.paths[0] == tmp_path / "set" / "a.png" and not t.issues
+
+
+def test_image_folder_outside_the_root_is_allowed_when_chosen(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "pixels").mkdir()
+    t = build_table("x", tmp_path / "labels", tmp_path / "pixels", ["a.png", "../labels/b.png"], ["1", "2"],
+                    scale=(0, 10), higher_better=True)
+    assert [(i.row, i.kind) for i in t.issues] == [(1, "path")]
+
+
+def test_data_env_pointing_at_the_dataset_itself(tmp_path, monkeypatch):
+    from biqabench.data import load_dataset
+
+    (tmp_path / "labels.csv").write_text("image,mos\n")
+    monkeypatch.setenv("BIQABENCH_DATA", str(tmp_path))
+    with pytest.raises(BiqaError, match="not found under BIQABENCH_DATA"):
+        load_dataset("koniq10k")
+    (tmp_path / "koniq10k_distributions_sets.csv").write_text("image_name,MOS,set\na.jpg,50,training\n")
+    t = load_dataset("koniq10k", check="none", resize=384)
+    assert len(t) == 1 and t.options["resize"] == 384 and t.root == tmp_path

@@ -44,10 +44,20 @@ def concat_all_gather(t: torch.Tensor) -> torch.Tensor:
 
 
 class Projector(nn.Sequential):
-    """MoCo v2's head: Linear -> ReLU -> Linear, on the pooled backbone features."""
+    """MoCo v2's head: Linear -> ReLU -> Linear, on the pooled backbone features.
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+    ``batch_norm=True`` adds BatchNorm after each Linear (MoCo v3 / SimCLR style): it removes the
+    common direction that all embeddings of a freshly initialised network share, which makes
+    short runs learn much sooner.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
+        if batch_norm:
+            super().__init__(nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
+                             nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False),
+                             nn.BatchNorm1d(out_dim, affine=False))
+        else:
+            super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
 class Encoder(nn.Module):
@@ -132,11 +142,11 @@ class QPTModel(nn.Module):
 
     def __init__(self, backbone: Backbone, *, embed_dim: int = 128, hidden_dim: int = 0,
                  queue_size: int = 4096, momentum: float = 0.999, temperature: float = 0.2,
-                 in_batch_negatives: bool = True, key_bn_splits: int = 2,
+                 in_batch_negatives: bool = True, key_bn_splits: int = 2, projector_bn: bool = False,
                  generator: torch.Generator | None = None):
         super().__init__()
         hidden = hidden_dim or backbone.out_channels
-        self.encoder_q = Encoder(backbone, Projector(backbone.out_channels, hidden, embed_dim))
+        self.encoder_q = Encoder(backbone, Projector(backbone.out_channels, hidden, embed_dim, projector_bn))
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)

@@ -74,6 +74,7 @@ class QPTConfig:
     deg_negatives: int = 1       # patches of d2(x) per image (degradation-based negatives)
     embed_dim: int = 128
     hidden_dim: int = 0          # projector width; 0: the backbone's output channels
+    projector_bn: bool = False   # BatchNorm in the projector (MoCo v3 style)
     queue_size: int = 1024
     momentum: float = 0.99       # key encoder EMA
     temperature: float = 0.2
@@ -190,7 +191,7 @@ class QPTTrainer:
         model = QPTModel(net, embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, queue_size=cfg.queue_size,
                          momentum=cfg.momentum, temperature=cfg.temperature,
                          in_batch_negatives=cfg.in_batch_negatives, key_bn_splits=cfg.key_bn_splits,
-                         generator=torch.Generator().manual_seed(seed + 1))
+                         projector_bn=cfg.projector_bn, generator=torch.Generator().manual_seed(seed + 1))
         return cls(runtime.prepare(model), cfg, runtime, total_steps, seed, rank, world)
 
     def generators(self, step: int) -> tuple[np.random.Generator, torch.Generator, torch.Generator]:
