@@ -66,7 +66,9 @@ def grouped_cv_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alp
 
 
 @torch.no_grad()
-def pooled_features(backbone, paths, runtime, batch: int = 16) -> np.ndarray:
+def pooled_features(backbone, paths, runtime, stages: str = "all", batch: int = 16) -> np.ndarray:
+    """Global-average-pooled features of the frozen backbone (eval mode): the last stage, or all
+    four stages concatenated (low-level stages carry most of the distortion information)."""
     from biqabench.data import decode_array, normalise
 
     backbone.eval()
@@ -74,15 +76,16 @@ def pooled_features(backbone, paths, runtime, batch: int = 16) -> np.ndarray:
     for i in range(0, len(paths), batch):
         x = torch.stack([normalise(torch.from_numpy(decode_array(p))) for p in paths[i:i + batch]])
         with runtime.autocast():
-            f = backbone.pooled(runtime.to(x))
-        out.append(f.float().cpu().numpy())
+            maps = backbone(runtime.to(x))
+        maps = maps if stages == "all" else maps[-1:]
+        out.append(torch.cat([m.float().mean(dim=(2, 3)) for m in maps], dim=1).cpu().numpy())
     return np.concatenate(out)
 
 
-def probe(backbone, table, runtime) -> dict:
+def probe(backbone, table, runtime, stages: str = "all") -> dict:
     from scipy.stats import spearmanr
 
-    x = pooled_features(backbone, table.paths, runtime)
+    x = pooled_features(backbone, table.paths, runtime, stages)
     y = np.asarray(table.mos, dtype=float)
     groups = np.asarray(table.content)
     pred, alphas = grouped_cv_predictions(x, y, groups)

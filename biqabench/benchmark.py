@@ -90,6 +90,14 @@ def validate_names(m: Matrix, where: str) -> None:
     for w in m.weights:
         if w not in known and not _looks_like_path(w):
             raise BiqaError(f"{where}: {unknown_name_message('weights', w, known)}")
+    # recipe and dataset options reach every job: check them once here, not in each job
+    from biqabench.heads import head_spec
+
+    for h in m.heads:
+        override(head_spec(h).recipe, m.recipe_overrides, where=f"{where} recipe_overrides")
+    for name, options in m.dataset_options.items():
+        if not isinstance(options, dict):
+            raise BiqaError(f"{where}: dataset_options: {name!r} must map to reader options, got {options!r:.60}")
 
 
 def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:

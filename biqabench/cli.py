@@ -178,8 +178,28 @@ def main(argv: list[str] | None = None) -> None:
     except BiqaError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        why = _one_line(exc)  # e.g. where the checkpoint went and how to resume
+        typer.echo(f"interrupted{': ' + why if why and not why.startswith('signal') else ''}", err=True)
         sys.exit(130)
+    except OSError as exc:  # a file operation no module turned into a BiqaError
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or _one_line(exc)} (rerun with --debug for details)", err=True)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the promise: one line unless --debug
+        if debug:
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {_one_line(exc, 300)} -- a bug in biqabench or a plugin; "
+                   "rerun with --debug for the traceback and report it", err=True)
+        sys.exit(1)
+
+
+def _one_line(exc: BaseException, limit: int = 0) -> str:
+    text = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
+    return text[: limit - 3] + "..." if limit and len(text) > limit else text

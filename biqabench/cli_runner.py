@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
         config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
         data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
+        skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Drop (and log) unreadable or badly labelled images instead of stopping."),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
         precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
         workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
                          test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
-                         splits=splits, seed=seed, protocol=protocol, recipe=recipe, data_root=data_root,
+                         splits=splits, seed=seed, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
                          device=device, precision=precision, workers=workers)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)

@@ -131,10 +131,11 @@ def train_head(
             with runtime.autocast():
                 loss = objective(x, mos)
             if not torch.isfinite(loss):
+                kept = (f"; the last good checkpoint (epoch {epoch}) is kept at {checkpoint}"
+                        if checkpoint is not None and checkpoint.is_file() else "")
                 raise BiqaError(
                     f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                    f"(recipe lr={recipe.lr:g}) or use --precision fp32. The last good checkpoint is kept"
-                    + (f" at {checkpoint}" if checkpoint else ""))
+                    f"(recipe lr={recipe.lr:g}) or use --precision fp32{kept}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

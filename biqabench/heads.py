@@ -44,6 +44,30 @@ class Recipe:
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
+def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
+    """Catch values no training run can use (0 epochs, a negative learning rate...) before any
+    work starts, naming the key; head-specific settings are checked by the head itself."""
+    from biqabench.errors import BiqaError
+
+    for key in ("patch_size", "train_patches", "test_patches", "batch_size", "epochs"):
+        if getattr(recipe, key) < 1:
+            raise BiqaError(f"{where}: {key} must be at least 1, got {getattr(recipe, key)}")
+    for key in ("lr_step", "resize"):
+        if getattr(recipe, key) < 0:
+            raise BiqaError(f"{where}: {key} must be 0 or more, got {getattr(recipe, key)}")
+    if not (recipe.lr > 0 and recipe.lr != float("inf")):
+        raise BiqaError(f"{where}: lr must be a positive number, got {recipe.lr}")
+    for key in ("head_lr_mult", "weight_decay", "lr_gamma"):
+        value = getattr(recipe, key)
+        if not 0 <= value < float("inf"):
+            raise BiqaError(f"{where}: {key} must be a finite number >= 0, got {value}")
+    top = recipe.lr * max(1.0, recipe.head_lr_mult)
+    if top > torch.finfo(torch.float32).max:  # the optimiser could not even apply it
+        raise BiqaError(f"{where}: lr {recipe.lr:g} (x{recipe.head_lr_mult:g} for the head) is beyond float32 "
+                        "range; use a learning rate like 1e-4")
+    return recipe
+
+
 class IQAHead(nn.Module):
     """Base class: holds ``self.backbone``; subclasses implement ``forward(x) -> (B,)`` scores."""
 
@@ -103,7 +127,18 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
         recipe = spec.recipe
     elif isinstance(recipe, dict):
         recipe = override(spec.recipe, recipe, where=f"recipe for head {name!r}")
-    head = spec.build(backbone, recipe)
+    try:
+        head = spec.build(backbone, recipe)
+    except Exception as exc:  # noqa: BLE001 - name the plugin instead of showing its traceback
+        from biqabench.errors import BiqaError
+
+        if isinstance(exc, BiqaError):
+            raise
+        plugin = registry("heads").entry(name).plugin if name in registry("heads") else "?"
+        detail = " ".join(str(exc).split())[:200]
+        raise BiqaError(f"head {name!r} (plugin {plugin!r}) failed to build on backbone "
+                        f"{getattr(backbone, 'name', type(backbone).__name__)!r}: {type(exc).__name__}: {detail}; "
+                        "a bug in that plugin (rerun with --debug for the traceback)") from exc
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)

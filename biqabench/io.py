@@ -62,11 +62,66 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+class _WriteErrorRecorder:
+    """A file wrapper that remembers the OSError of a failed write.
+
+    ``torch.save`` reports a full disk as ``RuntimeError: [enforce fail ...] unexpected pos``;
+    writing through Python's file object keeps the real cause (ENOSPC, EFBIG, EROFS...), which
+    :func:`atomic_path` then turns into a one-line error.
+    """
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (checkpoints survive an interrupt during the write)."""
+    """``torch.save`` atomically (checkpoints survive an interrupt or a full disk during the write)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            out = _WriteErrorRecorder(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
     return Path(path)
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write a .safetensors file atomically.
+
+    Serialised in memory and written by Python, so a full disk is an ``OSError`` (and a one-line
+    error), not a ``SafetensorError`` from inside the Rust writer.
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """``mkdir -p`` with a one-line error (read-only disk, a file where a folder should be...)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BiqaError(f"cannot create {what} {path}: {exc.strerror or exc}; choose a writable location") from None
+    return path
 
 
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

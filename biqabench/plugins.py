@@ -58,6 +58,7 @@ class Harness:
         self.plugins: dict[str, PluginInfo] = {}
         self.registries: dict[str, Registry] = {k: Registry(k[:-1]) for k in KINDS}
         self._filled = False
+        self._fill_errors: set[str] = set()  # plugins whose error came from a register_<kind> hook
 
     # -- loading -------------------------------------------------------------------------
     def load_entry_points(self, env: str | None = None) -> None:
@@ -102,9 +103,12 @@ class Harness:
     def _fill(self) -> None:
         self.registries = {k: Registry(k[:-1]) for k in KINDS}
         for info in self.plugins.values():
-            if info.error is None or info.error.startswith("hook"):
+            # forget the errors this method set last time (it recomputes them); keep import and
+            # register_commands errors, which are only found once
+            info.kinds = []
+            if info.name in self._fill_errors:
                 info.error = None
-                info.kinds = []
+        self._fill_errors = set()
         for kind in KINDS:
             hook = getattr(self.pm.hook, f"register_{kind}")
             for impl in reversed(hook.get_hookimpls()):  # registration order
@@ -129,12 +133,19 @@ class Harness:
                     for n in added:  # never half-register a broken plugin
                         reg.remove(n)
                     info = self.plugins.setdefault(plugin_name, PluginInfo(plugin_name, "?", "?", "?"))
+                    self._fill_errors.add(info.name)
                     info.error = f"hook register_{kind} raised {type(exc).__name__}: {exc}"
                     if isinstance(exc, BiqaError) and "registered by two plugins" in str(exc):
                         info.error = str(exc)
                     continue
                 if added and plugin_name in self.plugins:
                     self.plugins[plugin_name].kinds.append(kind)
+        broken = [p for p in self.plugins.values() if p.broken]
+        hint = ("; note: plugins that failed to load (it may be theirs): "
+                + "; ".join(f"{p.name} ({p.error})" for p in broken[:3])
+                + " -- see: biqabench plugins list") if broken else ""
+        for reg in self.registries.values():
+            reg.missing_hint = hint
         self._filled = True
 
     def registry(self, kind: str) -> Registry:

@@ -40,6 +40,8 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        #: appended to unknown-name errors, e.g. which plugins failed to load (the name may be theirs)
+        self.missing_hint = ""
 
     def add(self, name: str, obj: T, *, plugin: str = "<direct>", description: str = "", **meta) -> None:
         if not name or not isinstance(name, str):
@@ -59,7 +61,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownComponentError(unknown_name_message(self.kind, name, self.names())) from None
+            raise UnknownComponentError(unknown_name_message(self.kind, name, self.names())
+                                        + self.missing_hint) from None
 
     def get(self, name: str) -> T:
         return self.entry(name).obj

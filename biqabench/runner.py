@@ -10,6 +10,7 @@ continues an interrupted split from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -29,7 +30,7 @@ from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec
+from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
 from biqabench.weights import remap_state_dict, resolve_state_dict
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class EvalConfig:
     recipe_overrides: dict = field(default_factory=dict)
     data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
     dataset_options: dict = field(default_factory=dict)  # per dataset name: {resize: 512, ...}
+    skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
     workers: int = -1                  # DataLoader workers; -1: automatic
@@ -72,14 +74,29 @@ class EvalConfig:
 def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:
     """An :class:`EvalConfig` from an optional YAML file plus keyword overrides (None values ignored)."""
     cfg = EvalConfig()
-    if path:
-        cfg = override(cfg, load_yaml(path), where=f"config {path}")
+    from_file = load_yaml(path) if path else {}
+    cfg = override(cfg, from_file, where=f"config {path}")
     given = {k: v for k, v in overrides.items() if v is not None}
     cfg = override(cfg, given, where="options")
+
+    def key(name: str) -> str:  # where the offending value came from
+        if name in given:
+            return f"--{name.replace('_', '-')}"
+        return f"config {path}: {name}" if name in from_file else name
+
     if cfg.protocol not in PROTOCOLS:
-        raise BiqaError(f"--protocol {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        raise BiqaError(f"{key('protocol')} {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if cfg.splits < 1:
-        raise BiqaError(f"--splits must be at least 1 (got {cfg.splits})")
+        raise BiqaError(f"{key('splits')} must be at least 1 (got {cfg.splits})")
+    if cfg.seed < 0:
+        raise BiqaError(f"{key('seed')} must be 0 or more (got {cfg.seed})")
+    for frac in ("test_frac", "val_frac"):
+        if not 0.0 <= getattr(cfg, frac) < 1.0:
+            raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    for name, options in cfg.dataset_options.items():
+        if not isinstance(options, dict):
+            raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
+                            f"{{{name}: {{scale: '0,100'}}}}; got {options!r:.60}")
     return cfg
 
 
@@ -112,7 +129,7 @@ def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[R
         source += " + overrides"
     if cfg.protocol == "linear-probe":
         recipe = dataclasses.replace(recipe, freeze_backbone=True)
-    return recipe, source
+    return validate_recipe(recipe, where=f"recipe ({source})"), source
 
 
 def _test_seed(name: str, seed: int) -> int:
@@ -190,7 +207,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
     build_model(cfg, spec, recipe, state)  # also checks the weights fit the backbone
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
-    opts = lambda name: dict(cfg.dataset_options.get(name, {}))  # noqa: E731
+    opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
     train_table = load_dataset(train_name, root, **opts(train_name))
     test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
     split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
@@ -199,7 +216,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
     if resume is None:
         label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
         run_path = Path(run_dir) if run_dir else results.new_run_dir("eval", label)
-        run_path.mkdir(parents=True, exist_ok=True)
+        io.ensure_dir(run_path, "run folder")
         io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     manifest = {
         "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
@@ -209,7 +226,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
-        "status": "running",
+        "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
     results.write_manifest(run_path, **manifest)
 
@@ -224,7 +241,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                 if str(k) in done:
                     log.info("split %d already finished, skipping", k)
                     continue
-                split_dir.mkdir(parents=True, exist_ok=True)
+                io.ensure_dir(split_dir, "split folder")
                 seed = cfg.seed + k
                 torch.manual_seed(seed)
                 model = build_model(cfg, spec, recipe, state)
@@ -265,16 +282,18 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                                                 "wall_seconds": time.time() - started})
             raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
                             f"{run_path}") from None
+        except Exception as exc:  # a diverging loss, a full disk, a plugin's bug: say so in the manifest
+            error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(BiqaError):  # the disk may be what failed
+                results.write_manifest(run_path, **{**manifest, "status": "failed", "error": error,
+                                                    "wall_seconds": time.time() - started})
+            raise
     finalize_run(run_path, manifest, started)
     return run_path
 
 
 def _save_model(model: IQAHead, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with io.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+    io.save_safetensors(model.state_dict(), path)
 
 
 def finalize_run(run_path: Path, manifest: dict, started: float) -> None:

@@ -78,15 +78,11 @@ class WeightsStore:
 
     def save(self, state_dict: Mapping[str, torch.Tensor], *, producer: str, backbone: str,
              config: dict | None = None, extra: dict | None = None) -> WeightsRecord:
-        from safetensors.torch import save_file
-
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.root / producer / backbone
         path = folder / f"{stamp}.safetensors"
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-        with io.atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"producer": producer, "backbone": backbone})
+        io.save_safetensors(dict(state_dict), path, metadata={"producer": producer, "backbone": backbone})
         digest = io.sha256_file(path)
         manifest = {
             "producer": producer, "backbone": backbone, "created": now.isoformat(),
@@ -252,7 +248,7 @@ def resolve_state_dict(spec: str, backbone_name: str,
 
         raise BiqaError(
             unknown_name_message("weights", spec, list(BUILTIN_NAMES) + pretrainers)
-            + "; or give a path to a .safetensors/.pth file"
+            + "; or give a path to a .safetensors/.pth file" + registry("pretrainers").missing_hint
         )
     return read_state_dict(rec.file), f"{spec} ({rec.file})"
 

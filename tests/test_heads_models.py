@@ -58,6 +58,19 @@ def test_eval_scores_are_deterministic_and_batch_independent(name):
     torch.testing.assert_close(alone, first[1:2], atol=1e-5, rtol=1e-5)  # no batch statistics in eval
 
 
+@pytest.mark.parametrize("name", HEADS)
+def test_channels_last_runtime_layout_gives_the_same_scores(name):
+    """The runner moves models and batches to channels_last; reshapes must not scramble it."""
+    torch.manual_seed(0)
+    head = create_head(name, TinyBackbone()).eval()
+    x, _ = _batch(2, 64)
+    with torch.no_grad():
+        plain = head(x)
+        head.to(memory_format=torch.channels_last)
+        cl = head(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(cl, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_tres_training_mode_is_stochastic_so_the_eval_check_means_something():
     torch.manual_seed(0)
     head = create_head("tres", TinyBackbone()).train()

@@ -141,6 +141,7 @@ class ImageCache:
 
     @staticmethod
     def _write(target: Path, arr: np.ndarray) -> None:
+        tmp = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npy.tmp", dir=target.parent)
@@ -149,6 +150,11 @@ class ImageCache:
             os.replace(tmp, target)
         except OSError as exc:  # a full or read-only disk slows things down but breaks nothing
             log.warning("could not write decoded-image cache %s: %s", target, exc)
+            if tmp is not None:  # no half-written entry left behind
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
     def warm(self, paths: Iterable[str | os.PathLike], workers: int | None = None,
              progress: bool = True) -> dict[Path, str]:

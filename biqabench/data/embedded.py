@@ -118,8 +118,12 @@ def _publish(build, final: Path) -> Path:
     (DataLoader workers, parallel test runs) never see a half-built folder."""
     if final.is_dir():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise BiqaError(f"cannot build the embedded images in {final.parent}: {exc.strerror or exc}; "
+                        "set BIQABENCH_CACHE to a writable folder") from None
     try:
         build(tmp)
         try:
@@ -127,6 +131,9 @@ def _publish(build, final: Path) -> Path:
         except OSError:
             if not final.is_dir():  # a real failure, not a lost race
                 raise
+    except OSError as exc:
+        raise BiqaError(f"cannot build the embedded images in {final.parent}: {exc.strerror or exc} "
+                        "(nothing was half-written); free space or set BIQABENCH_CACHE") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -34,6 +34,13 @@ def max_pixels() -> int:
         raise BiqaError(f"BIQABENCH_MAX_PIXELS must be an integer, got {env!r}") from None
 
 
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open lazily (header only) with the size limit enforced; the caller closes it."""
     path = Path(path)
@@ -48,6 +55,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise BiqaError(f"image {path} is too large to decode safely ({exc}); "
                         "refusing it rather than exhausting memory (resize it, or raise BIQABENCH_MAX_PIXELS)") from None
     except UnidentifiedImageError:
+        if _is_empty(path):
+            raise BiqaError(f"image {path} is empty (0 bytes: an interrupted copy?)") from None
         raise BiqaError(f"image {path} is not a readable image (unknown or corrupt format)") from None
     except OSError as exc:
         raise BiqaError(f"image {path} cannot be opened: {exc.strerror or exc} (truncated or corrupt file?)") from None

@@ -27,7 +27,7 @@ multiple of 32 and at least 32 px.  There is no dropout, so eval-mode scores are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +161,3 @@ def _check_loss(name: str) -> str:
     if name not in ("l1", "mse"):
         raise BiqaError(f"hyperiqa recipe: loss {name!r} is not supported; use l1 (the paper's) or mse")
     return name
-
-
-def option_names() -> list[str]:
-    return [f.name for f in fields(HyperIQAOptions)]

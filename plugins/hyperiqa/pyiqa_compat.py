@@ -7,7 +7,7 @@ pyiqa's checkpoint files wrap the state dict in ``{"params": ...}``; that is unw
 :func:`biqabench.weights.read_state_dict`.  pyiqa's HyperNet is fixed to ResNet-50 channels, so
 its checkpoints fit a ``resnet50`` backbone only.
 
-Scores come out on the scale the checkpoint was trained on (pyiqa's KonIQ model: MOS / 100).
+Scores come out on the scale the checkpoint was trained on.
 pyiqa normalises inputs with ImageNet mean/std inside its model; our heads expect that done by
 the data layer, so feed normalised patches of 224 px.
 """

@@ -39,6 +39,7 @@ from biqabench.backbones import Backbone
 from biqabench.config import override
 from biqabench.errors import BiqaError
 from biqabench.heads import IQAHead, Recipe
+from biqabench_plugins.tres.loss import parse_loss_terms, tres_loss
 
 
 @dataclass
@@ -191,8 +192,6 @@ class TReSHead(IQAHead):
         recipe = recipe or Recipe()
         o = parse_options(recipe)
         self.options = o
-        from biqabench_plugins.tres.loss import parse_loss_terms
-
         self.loss_terms = parse_loss_terms(recipe.loss)
         chans = tuple(backbone.channels)
         if len(chans) != 4:
@@ -230,6 +229,4 @@ class TReSHead(IQAHead):
 
     def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
         """L1 + relative ranking + flip self-consistency; runs the flipped batch itself."""
-        from biqabench_plugins.tres.loss import tres_loss
-
         return tres_loss(self, x, mos)

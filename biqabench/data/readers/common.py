@@ -87,7 +87,13 @@ def read_csv(path: Path, dataset: str) -> tuple[list[str], list[list[str]]]:
     if not first:
         raise BiqaError(f"dataset {dataset!r}: label file {path} is empty")
     reader = csv.reader(io.StringIO(text), delimiter=sniff_delimiter(first))
-    rows = [r for r in reader if any(c.strip() for c in r)]
+    try:
+        rows = [r for r in reader if any(c.strip() for c in r)]
+    except csv.Error as exc:  # a NUL byte, a cell over the size limit...
+        raise BiqaError(f"dataset {dataset!r}: {path} line {reader.line_num} is not valid CSV ({exc}); "
+                        "is it really a text table?") from None
+    if not rows:
+        raise BiqaError(f"dataset {dataset!r}: label file {path} has no header row (only empty cells)")
     header = [h.strip() for h in rows[0]]
     return header, rows[1:]
 

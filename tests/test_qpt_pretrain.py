@@ -1,0 +1,171 @@
+"""The QPT run: data streaming, weights in the store, checkpoints, and an interrupted run that
+resumes onto exactly the loss curve of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from biqabench import io
+from biqabench.backbones import TinyBackbone
+from biqabench.config import load_yaml
+from biqabench.errors import BiqaError
+from biqabench.pretrain import PretrainRequest
+from biqabench.weights import WeightsStore, load_weights
+from biqabench_plugins.qpt.data import CropDataset, StreamSampler, image_at, list_images
+from biqabench_plugins.qpt.pretrainer import Interrupted, QPTConfig, load_config, run_qpt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def image_folder(root: Path, n: int = 6) -> Path:
+    """Small photos-like images in nested folders (ImageNet-style class folders), one too small."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        folder = root / f"n0{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.random((6, 6, 3))
+        img = np.kron(base, np.ones((8, 8, 1))) * 200 + rng.random((48, 48, 3)) * 40
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"img{i}.png")
+    Image.fromarray((rng.random((20, 30, 3)) * 255).astype(np.uint8)).save(root / "small.jpg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def tiny_config(tmp_path: Path, **kw) -> str:
+    values = {"batch_size": 4, "crop_size": 32, "patch_size": 16, "queue_size": 32, "embed_dim": 16,
+              "workers": 0, "checkpoint_every": 2, "optim": {"warmup_steps": 2}}
+    values.update(kw)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "qpt_tiny.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def request(tmp_path: Path, data: Path, **kw) -> PretrainRequest:
+    opts = dict(backbone="tiny", data=str(data), steps=6, config=tiny_config(tmp_path), device="cpu",
+                precision="fp32", seed=3, run_dir=tmp_path / "run", store=WeightsStore(tmp_path / "store"),
+                progress=False)
+    opts.update(kw)
+    return PretrainRequest(**opts)
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def test_images_are_found_at_any_depth(tmp_path):
+    paths = list_images(image_folder(tmp_path / "data"))
+    assert len(paths) == 7 and all(p.suffix in (".png", ".jpg") for p in paths)
+    with pytest.raises(BiqaError, match="no images"):
+        list_images(_empty(tmp_path))
+    with pytest.raises(BiqaError, match="not a folder"):
+        list_images(tmp_path / "missing")
+
+
+def _empty(tmp_path: Path) -> Path:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    return tmp_path / "empty"
+
+
+def test_sample_order_is_a_permutation_per_epoch_and_reproducible():
+    n = 7
+    first = [image_at(n, 0, s) for s in range(n)]
+    second = [image_at(n, 0, s) for s in range(n, 2 * n)]
+    assert sorted(first) == sorted(second) == list(range(n)) and first != second
+    assert first == [image_at(n, 0, s) for s in range(n)]
+    it = iter(StreamSampler(batch_size=3, start_step=2, rank=1, world=2))
+    assert [next(it) for _ in range(6)] == [15, 16, 17, 21, 22, 23]  # steps 2 and 3, second block of 3
+
+
+def test_crops_are_deterministic_and_small_images_upscaled(tmp_path):
+    ds = CropDataset(list_images(image_folder(tmp_path / "data")), crop_size=32, seed=1)
+    for s in range(9):
+        a, b = ds[s], ds[s]
+        assert a.shape == (3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)
+
+
+# -- configs ------------------------------------------------------------------------------------------
+def test_cpu_yaml_is_the_default_config():
+    assert load_config(REPO / "configs" / "qpt_pretrain_cpu.yaml") == QPTConfig()
+
+
+def test_paper_yaml_loads_and_differs():
+    cfg = load_config(REPO / "configs" / "qpt_pretrain_paper.yaml")
+    assert cfg.queue_size > QPTConfig().queue_size and cfg.batch_size > QPTConfig().batch_size
+
+
+def test_config_errors_name_the_key(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("queue_sise: 10\n")
+    with pytest.raises(BiqaError, match="queue_sise.*queue_size"):
+        load_config(f)
+    f.write_text("temperature: -1\n")
+    with pytest.raises(BiqaError, match="temperature"):
+        load_config(f)
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+def test_run_saves_backbone_weights_manifest_and_curve(tmp_path):
+    data = image_folder(tmp_path / "data")
+    rec = run_qpt(request(tmp_path, data, steps=4))
+    assert rec.name == "qpt" and rec.backbone == "tiny" and rec.file.is_file()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(rec.file))
+    assert set(saved) == set(TinyBackbone().state_dict())  # the backbone's own key names, nothing else
+    manifest = json.loads(rec.file.with_suffix(".json").read_text())
+    extra = manifest["extra"]
+    assert extra["steps"] == 4 and np.isfinite(extra["final_loss"]) and extra["wall_time_s"] >= 0
+    assert manifest["config"]["batch_size"] == 4
+    assert Path(extra["loss_curve"]).is_file() and Path(extra["loss_curve"]).parent == tmp_path / "run"
+    assert len(json.loads((tmp_path / "run" / "losses.json").read_text())["losses"]) == 4
+    net = TinyBackbone()
+    load_weights(net, "qpt", backbone_name="tiny", store=WeightsStore(tmp_path / "store"))
+    assert torch.equal(net.state_dict()["stages.0.0.weight"], saved["stages.0.0.weight"])
+    state = io.load_torch(tmp_path / "run" / "checkpoint.pt")  # weights_only=True
+    assert state["step"] == 4 and isinstance(state["rng"]["torch"], torch.Tensor)
+
+
+def test_interrupted_run_resumes_onto_the_uninterrupted_curve(tmp_path):
+    data = image_folder(tmp_path / "data")
+    full = run_qpt(request(tmp_path / "a", data))
+    reference = json.loads((tmp_path / "a" / "run" / "losses.json").read_text())["losses"]
+
+    def interrupt(step, stats):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: finish the step, checkpoint, stop
+
+    with pytest.raises(Interrupted, match="step 3"):
+        run_qpt(request(tmp_path / "b", data), on_step=interrupt)
+    state = io.load_torch(tmp_path / "b" / "run" / "checkpoint.pt")
+    assert state["step"] == 3 and len(state["losses"]) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = run_qpt(request(tmp_path / "b", data, resume=True))
+    losses = json.loads((tmp_path / "b" / "run" / "losses.json").read_text())["losses"]
+    assert len(losses) == len(reference) == 6
+    assert np.allclose(losses, reference, rtol=1e-5, atol=1e-6), (losses, reference)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(full.file)), load_file(str(resumed.file))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_resume_needs_a_matching_checkpoint(tmp_path):
+    data = image_folder(tmp_path / "data")
+    with pytest.raises(BiqaError, match="no checkpoint"):
+        run_qpt(request(tmp_path, data, resume=True))
+    run_qpt(request(tmp_path, data, steps=2))
+    with pytest.raises(BiqaError, match="batch_size"):
+        run_qpt(request(tmp_path, data, steps=4, resume=True, batch_size=2))
+
+
+def test_steps_and_epochs_are_exclusive(tmp_path):
+    with pytest.raises(BiqaError, match="--steps or --epochs"):
+        run_qpt(request(tmp_path, tmp_path, steps=2, epochs=1))
