@@ -36,7 +36,8 @@ def load_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise BiqaError(f"config {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        detail = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise BiqaError(f"config {path}{where}: not valid YAML ({detail})") from None
     except RecursionError:
         raise BiqaError(f"config {path}: nested too deeply to be a config") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts

@@ -61,6 +61,8 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
         value = getattr(recipe, key)
         if not 0 <= value < float("inf"):
             raise BiqaError(f"{where}: {key} must be a finite number >= 0, got {value}")
+    if str(recipe.optimizer).lower() not in ("adam", "adamw", "sgd"):
+        raise BiqaError(f"{where}: optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
     top = recipe.lr * max(1.0, recipe.head_lr_mult)
     if top > torch.finfo(torch.float32).max:  # the optimiser could not even apply it
         raise BiqaError(f"{where}: lr {recipe.lr:g} (x{recipe.head_lr_mult:g} for the head) is beyond float32 "

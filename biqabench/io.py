@@ -134,9 +134,13 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "UnpicklingError" in type(exc).__name__:
+            # torch's text suggests weights_only=False; what the user needs is which object was refused
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            culprit = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln.lower()), "")
             raise BiqaError(
                 f"refused to load {path}: it contains Python objects beyond tensors and plain data "
-                f"(loading it could run code). Re-save it as a plain state_dict or safetensors. ({msg})"
+                f"(loading it could run code{': ' + culprit if culprit else ''}). "
+                "Re-save it as a plain state_dict or safetensors."
             ) from None
         raise BiqaError(f"cannot read checkpoint {path}: {msg} (truncated or not a torch file?)") from None
 

@@ -138,7 +138,7 @@ class Harness:
                     if isinstance(exc, BiqaError) and "registered by two plugins" in str(exc):
                         info.error = str(exc)
                     continue
-                if added and plugin_name in self.plugins:
+                if added and plugin_name in self.plugins and kind not in self.plugins[plugin_name].kinds:
                     self.plugins[plugin_name].kinds.append(kind)
         broken = [p for p in self.plugins.values() if p.broken]
         hint = ("; note: plugins that failed to load (it may be theirs): "

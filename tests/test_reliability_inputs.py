@@ -193,6 +193,11 @@ def test_predict_on_a_broken_image_is_one_line(tmp_path, capsys):
         assert code == 2, (name, err)
         line = one_line_error(err)
         assert name in line and expected in line, line
+    # the run's own model file, damaged: predict stops in one line too
+    model = Path(run) / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:64])
+    code, out, err = cli(capsys, "predict", root.parent / "good" / "ok0.jpg", "--run", run, "--device", "cpu")
+    assert code == 2 and f"cannot read {model} as safetensors" in one_line_error(err)
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -271,6 +276,16 @@ def test_empty_and_headerless_tables(tmp_path, capsys):
         code, _, err = check(capsys, root)
         assert code == 2, (text, err)
         assert expected in one_line_error(err)
+
+
+def test_header_without_rows(tmp_path, capsys):
+    root = labelled(tmp_path / "data", "image,mos\n")
+    code, out, _ = check(capsys, root)
+    assert code == 1 and check_fields(out)["problems"] == "no entries: is it the right label file?"
+    code, _, err = cli(capsys, "eval", "--config", eval_config(tmp_path, root), *RUN_OPTS)
+    assert code == 2
+    assert one_line_error(err) == (f"error: dataset 'csv' ({root / 'labels.csv'}) has no entries: "
+                                   "is it the right label file?")
 
 
 def test_pyiqa_meta_csv_with_missing_columns(tmp_path, capsys):

@@ -123,4 +123,6 @@ def inspect_dataset(name: str, root: str | os.PathLike | None = None, *, check: 
         report["official_split"] = ", ".join(f"{p} {parts.get(p, 0)}" for p in ("train", "val", "test"))
     if issues:
         report["problems"] = summarise(issues, first=5)
+    elif not len(table):
+        report["problems"] = "no entries: is it the right label file?"
     return report

@@ -142,6 +142,9 @@ def validate_table(table: IQATable, check: str = "header", skip_bad: bool = Fals
                    progress: bool = True) -> IQATable:
     """Raise one :class:`BiqaError` listing the first offenders of each kind, or, with
     ``skip_bad``, log the full list and return the table without them."""
+    if not len(table):
+        where = f" ({table.source})" if table.source else ""
+        raise BiqaError(f"dataset {table.name!r}{where} has no entries: is it the right label file?")
     issues = list(table.issues) + file_issues(table, check, progress=progress)
     if issues:
         where = f" (labels: {table.source})" if table.source else ""

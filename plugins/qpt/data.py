@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -75,17 +76,39 @@ class StreamSampler(Sampler):
 
 
 class CropDataset(Dataset):
-    """Sample number -> (3, crop, crop) uint8 crop of the image it designates (random position, flip)."""
+    """Sample number -> (3, crop, crop) uint8 crop of the image it designates (random position, flip).
 
-    def __init__(self, paths: Sequence[Path], crop_size: int, seed: int = 0):
+    Decoded images are kept in a small LRU cache (``cache_mb`` per process): a folder of a few
+    dozen photos (the embedded default) is decoded once instead of every step, while a large
+    folder simply misses the cache; memory stays bounded either way.
+    """
+
+    def __init__(self, paths: Sequence[Path], crop_size: int, seed: int = 0, cache_mb: float = 256.0):
         self.paths = list(paths)
         self.crop_size = crop_size
         self.seed = seed
+        self.cache_bytes = int(cache_mb * 2 ** 20)
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cached = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _decode(self, index: int) -> torch.Tensor:
+        hit = self._cache.get(index)
+        if hit is not None:
+            self._cache.move_to_end(index)
+            return hit
+        img = self._decode_file(index)
+        if img.numel() <= self.cache_bytes:
+            self._cache[index] = img
+            self._cached += img.numel()
+            while self._cached > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= old.numel()
+        return img
+
+    def _decode_file(self, index: int) -> torch.Tensor:
         for attempt in range(10):  # a corrupt file in a big folder must not end a long run
             path = self.paths[(index + attempt) % len(self.paths)]
             try:
@@ -110,6 +133,19 @@ class CropDataset(Dataset):
         if rng.random() < 0.5:
             crop = crop.flip(-1)
         return crop.contiguous()
+
+
+def low_priority_worker(worker_id: int) -> None:
+    """DataLoader worker init: lower the decoding process's CPU priority.
+
+    On a small CPU the training threads use every core; an equal-priority decoder would
+    preempt them mid-step and leave the other OpenMP threads spinning at a barrier.  Niced,
+    it runs when the trainer waits instead.
+    """
+    try:
+        os.nice(10)
+    except (OSError, AttributeError):  # not permitted or not POSIX: keep the default priority
+        pass
 
 
 @dataclass

@@ -663,13 +663,27 @@ def poisson_levels(x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(levels, dtype=x.dtype, device=x.device)
 
 
+#: Poisson counts with a mean at least this large are drawn from the normal approximation
+#: N(lam, lam), rounded; smaller means are drawn exactly.  At lam >= 30 the two differ only in
+#: skewness (1/sqrt(lam) <= 0.18), invisible in the noise, and it made Poisson noise ~3x faster
+#: here than exact draws for every pixel.  Set to ``math.inf`` for exact draws everywhere.
+POISSON_NORMAL_FROM = 30.0
+
+
 def _poisson(lam: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Poisson draws; on CPU through numpy (twice as fast as torch.poisson), seeded from ``generator``."""
-    if lam.device.type != "cpu":
-        return torch.poisson(lam, generator=generator)
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
-    draws = np.random.default_rng(seed).poisson(lam.numpy().astype(np.float64))
-    return torch.from_numpy(draws.astype(np.float32)).to(lam.dtype)
+    """Poisson counts with means ``lam`` (exact below :data:`POISSON_NORMAL_FROM`, normal above)."""
+    z = torch.randn(lam.shape, generator=generator, dtype=lam.dtype, device=lam.device)
+    out = (lam + lam.sqrt() * z).round_().clamp_min_(0)
+    small = lam < POISSON_NORMAL_FROM
+    if bool(small.any()):
+        lam_small = lam[small]
+        if lam.device.type == "cpu":  # numpy's sampler ran 2x faster than torch.poisson here
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator).item())
+            draws = np.random.default_rng(seed).poisson(lam_small.numpy().astype(np.float64))
+            out[small] = torch.from_numpy(draws).to(lam.dtype)
+        else:
+            out[small] = torch.poisson(lam_small, generator=generator)
+    return out
 
 
 def _noise_field(x: torch.Tensor, ops: Sequence[Op], kind: str, gray: bool,

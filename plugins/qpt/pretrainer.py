@@ -40,7 +40,8 @@ from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsRecord, WeightsStore
-from biqabench_plugins.qpt.data import CropDataset, QPTBatch, StreamSampler, list_images, make_views
+from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StreamSampler, list_images, low_priority_worker,
+                                        make_views)
 from biqabench_plugins.qpt.degradations import DegradationConfig, space_size, validate
 from biqabench_plugins.qpt.moco import QPTModel
 
@@ -410,6 +411,7 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         CropDataset(paths, cfg.crop_size, request.seed), batch_size=b,
         sampler=StreamSampler(b, start_step=start, rank=rank, world=world),
         num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
+        worker_init_fn=low_priority_worker if runtime.device.type == "cpu" else None,
     )
     show = request.progress and rank == 0
     bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step", disable=not show,

@@ -31,7 +31,8 @@ def _loadmat(path: Path, key: str, dataset: str) -> np.ndarray:
         raise BiqaError(f"dataset {dataset!r}: {path} is a MATLAB v7.3 (HDF5) file; the official "
                         "release uses v5 .mat files -- re-save it with save(..., '-v7')") from None
     except Exception as exc:  # noqa: BLE001 - scipy raises many types for damaged files
-        raise BiqaError(f"dataset {dataset!r}: cannot read {path}: {exc}") from None
+        raise BiqaError(f"dataset {dataset!r}: cannot read {path} as a MATLAB .mat file "
+                        f"({type(exc).__name__}: {exc}); is it damaged? re-download it") from None
     if key not in data:
         found = ", ".join(k for k in data if not k.startswith("__"))
         raise BiqaError(f"dataset {dataset!r}: {path.name} has no variable {key!r} (found: {found})")
