@@ -6,19 +6,22 @@ with ``np.unique``, PIL's JPEG.  The batched version (:func:`degrade_batch`) gro
 kind at each step and runs one call per group: a grouped conv for all kernels, one batched
 matmul for all resize factors, vectorised noise, torchvision's libjpeg per quality.
 
-Both run in the same process, on the same images and recipes, with the same thread count.
+Both run in the same process, on the same images and recipes, with the same thread count,
+timed alternately (``common.paired_best``) so both see the same load; the best of each is kept.
 
-Run:  python benchmarks/bench_degradations.py [--batch 64] [--size 128] [--repeats 3] [--threads 1]
+Run:  python benchmarks/bench_degradations.py [--batch 64] [--size 128] [--repeats 3] [--threads 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import torch
+
+import common
+from common import Result, ratio_result
 
 
 def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -47,41 +50,44 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up: kernel caches, lazy imports
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def main(argv: list[str] | None = None) -> int:
+def measure(batch: int = 64, size: int = 128, repeats: int = 3, threads: int = 1, seed: int = 0) -> Result:
+    """Images/s of ``degrade_batch`` and of the per-image loop on the same images and recipes."""
     from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_recipe, torch_threads
     from biqabench_plugins.qpt.reference import degrade_loop
 
+    cfg = DegradationConfig()
+    rng = np.random.default_rng(seed)
+    recipes = [sample_recipe(cfg, rng) for _ in range(batch)]
+    x = images(batch, size, seed)
+    n_ops = sum(len(r.ops) for r in recipes)
+    with torch_threads(threads):
+        best = common.paired_best({
+            "batched": lambda: degrade_batch(x, recipes, torch.Generator().manual_seed(seed)),
+            "loop": lambda: degrade_loop(x, recipes, np.random.default_rng(seed)),
+        }, rounds=repeats)
+    return ratio_result(
+        f"QPT degradations, {threads} thread(s)", batch / best["batched"], batch / best["loop"], "img/s", 2.0,
+        ours_label="degrade_batch: ops grouped per step, grouped conv / batched matmul / vectorised noise / "
+                   "libjpeg per quality",
+        reference_label="per-image loop: conv2d, interpolate, numpy noise, PIL JPEG",
+        notes=f"{batch} images of {size}x{size}, {n_ops} ops ({n_ops / batch:.1f} per image), default space",
+        extra={"seconds_batched": best["batched"], "seconds_loop": best["loop"], "ops": n_ops, "threads": threads},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=128, help="image side (QPT's CPU config degrades 128 px crops)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions (best is reported)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both implementations")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions of each side (best is kept)")
+    ap.add_argument("--threads", default="1,2",
+                    help="torch intra-op thread counts to measure, comma-separated (both sides get the same)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-
-    cfg = DegradationConfig()
-    rng = np.random.default_rng(a.seed)
-    recipes = [sample_recipe(cfg, rng) for _ in range(a.batch)]
-    x = images(a.batch, a.size, a.seed)
-    n_ops = sum(len(r.ops) for r in recipes)
-    with torch_threads(a.threads):
-        t_batched = timed(lambda: degrade_batch(x, recipes, torch.Generator().manual_seed(a.seed)), a.repeats)
-        t_loop = timed(lambda: degrade_loop(x, recipes, np.random.default_rng(a.seed)), a.repeats)
-    print(f"QPT degradations: {a.batch} images of {a.size}x{a.size}, {n_ops} ops "
-          f"({n_ops / a.batch:.1f} per image), default space, {a.threads} thread(s), best of {a.repeats}")
-    print(f"  batched (degrade_batch)        {a.batch / t_batched:8.1f} images/s   ({t_batched * 1e3:7.1f} ms)")
-    print(f"  per-image loop (reference)     {a.batch / t_loop:8.1f} images/s   ({t_loop * 1e3:7.1f} ms)")
-    print(f"  speed-up                       {t_loop / t_batched:8.2f}x")
+    for threads in [int(t) for t in str(a.threads).split(",") if t.strip()]:
+        r = measure(a.batch, a.size, a.repeats, threads, a.seed)
+        print(f"{r.name}: batched {common.fmt(r.ours)} {r.unit}, per-image loop {common.fmt(r.reference)} {r.unit}, "
+              f"speed-up {r.ratio:.2f}x (target {r.target_text}) -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")
     return 0
 
 

@@ -87,7 +87,8 @@ def _head_recipe(entry) -> dict:
     r = entry.obj.recipe
     return {"recipe": f"patch {r.patch_size}, {r.train_patches}/{r.test_patches} patches, "
                       f"{r.optimizer} lr {r.lr:g} (x{r.head_lr_mult:g} head), wd {r.weight_decay:g}, "
-                      f"batch {r.batch_size}, {r.epochs} ep, loss {r.loss}"}
+                      f"batch {r.batch_size}, {r.epochs} ep"
+                      + (f" (lr x{r.lr_gamma:g} every {r.lr_step})" if r.lr_step else "") + f", loss {r.loss}"}
 
 
 def _backbone_info(entry) -> dict:

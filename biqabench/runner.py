@@ -240,13 +240,15 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                 split_dir = run_path / "splits" / str(k)
                 if str(k) in done:
                     log.info("split %d already finished, skipping", k)
+                    (split_dir / "checkpoint.pt").unlink(missing_ok=True)  # if stopped before its cleanup
                     continue
                 io.ensure_dir(split_dir, "split folder")
                 seed = cfg.seed + k
                 torch.manual_seed(seed)
                 model = build_model(cfg, spec, recipe, state)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
-                                        train=True, seed=seed, cache=cache, hflip=recipe.hflip)
+                                        train=True, seed=seed, cache=cache, hflip=recipe.hflip,
+                                        vflip=recipe.vflip)
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]
@@ -303,8 +305,13 @@ def finalize_run(run_path: Path, manifest: dict, started: float) -> None:
     parts = sorted((run_path / "splits").glob("*/history.csv"), key=lambda p: int(p.parent.name))
     history = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
     io.write_text(run_path / "history.csv", history.to_csv(index=False))
+    # rebuild the merged tables from the per-split files (the source of truth): an interrupt
+    # between writing a split's file and the merged one must not leave a stale merged table
     metrics = results.read_metrics(run_path)
+    results.write_metrics(run_path, metrics)
+    predictions = results.read_predictions(run_path)
+    results.write_predictions(run_path, predictions)
     results.write_summary(run_path, metrics, manifest)
-    plots.scatter_plot(results.read_predictions(run_path), run_path)
+    plots.scatter_plot(predictions, run_path)
     plots.training_curves(history, run_path / "training_curves.png")
     results.write_manifest(run_path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})

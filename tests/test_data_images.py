@@ -219,3 +219,27 @@ def test_persistent_workers_follow_set_epoch(tmp_path):
         expected = torch.stack([ds[k][0] for k in range(len(ds))])  # computed here, in the main process
         assert torch.equal(seen[-1], expected)
     assert not torch.equal(seen[0], seen[1])
+
+
+def test_vflip_flips_some_training_patches_vertically_and_never_test_patches(tmp_path):
+    """Recipe.vflip (TReS) reaches the data layer: a vertical gradient image shows which patches flipped."""
+    import numpy as np
+    from PIL import Image
+
+    from biqabench.data import PatchDataset, build_table
+
+    grad = np.repeat(np.linspace(0, 255, 64, dtype=np.float32)[:, None], 64, axis=1).astype(np.uint8)
+    Image.fromarray(np.stack([grad] * 3, -1)).save(tmp_path / "g.png")
+    table = build_table("t", tmp_path, tmp_path, ["g.png"], [50.0], scale=(0, 100), higher_better=True)
+
+    def directions(ds):
+        out = []
+        for k in range(len(ds)):
+            patch = ds[k][0][0]
+            out.append(bool(patch[0].mean() > patch[-1].mean()))  # top brighter than bottom: flipped
+        return out
+
+    flipped = directions(PatchDataset(table, [0], 32, 40, train=True, seed=0, hflip=False, vflip=True))
+    assert 5 < sum(flipped) < 35
+    assert not any(directions(PatchDataset(table, [0], 32, 40, train=True, seed=0, hflip=False, vflip=False)))
+    assert not any(directions(PatchDataset(table, [0], 32, 40, train=False, seed=0, vflip=True)))

@@ -40,10 +40,7 @@ def offline_pyiqa(monkeypatch):
     import torch.hub
     import torchvision.models
     import torchvision.models._api as tv_api
-
-    import pyiqa.archs.arch_util as arch_util
-    import pyiqa.archs.hypernet_arch as hypernet_arch
-    import pyiqa.archs.tres_arch as tres_arch
+    from pyiqa.archs import arch_util, hypernet_arch, tres_arch
 
     for mod, name in [(torch.hub, "load_state_dict_from_url"), (torch.hub, "download_url_to_file"),
                       (tv_api, "load_state_dict_from_url"), (huggingface_hub, "hf_hub_download"),

@@ -68,7 +68,7 @@ def _marked_batch() -> torch.Tensor:
 
 
 def test_full_loss_is_the_sum_of_its_terms():
-    head, (enc_a, enc_b, last_a, last_b) = _fake_head("l1+rank+consistency")
+    head, (enc_a, enc_b, last_a, _) = _fake_head("l1+rank+consistency")
     loss = tres_loss(head, _marked_batch(), MOS)
     l1 = (PRED_A - MOS).abs().mean() + (PRED_B - MOS).abs().mean()  # 0.275 + 4.5
     consistency = 2 * (0.25 + 0.5)                                   # both directions

@@ -30,7 +30,7 @@ def test_two_process_gloo_run(tmp_path):
     for i in range(5):
         Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(data / f"{i}.png")
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("crop_size: 32\nqueue_size: 64\nembed_dim: 8\nworkers: 0\ndeg_negatives: 1\n")
+    cfg.write_text("crop_size: 32\nqueue_size: 64\nembed_dim: 8\nworkers: 0\nnegative_degradations: 1\n")
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", BIQABENCH_WEIGHTS=str(tmp_path / "store"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",

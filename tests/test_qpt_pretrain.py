@@ -91,6 +91,21 @@ def test_crops_are_deterministic_and_small_images_upscaled(tmp_path):
         assert a.shape == (3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)
 
 
+def test_views_hold_query_positive_and_degradation_negatives():
+    from biqabench_plugins.qpt.data import make_views
+    from biqabench_plugins.qpt.degradations import DegradationConfig
+
+    crops = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
+    batch, recipes = make_views(crops, DegradationConfig(), 16, np.random.default_rng(0), torch.Generator().manual_seed(0),
+                                negative_degradations=2, patches_per_negative=2, return_recipes=True)
+    assert batch.query.shape == batch.key_pos.shape == (3, 3, 16, 16)
+    assert batch.key_deg.shape == (3, 4, 3, 16, 16)
+    for per_image in recipes:  # d1, d2, d3 of one image are three different degradations
+        assert len({r.key() for r in per_image}) == 3
+    # normalised with the ImageNet statistics: pixel 0..1 maps to about -2.1..2.6
+    assert -2.2 < float(batch.query.min()) and float(batch.query.max()) < 2.7
+
+
 # -- configs ------------------------------------------------------------------------------------------
 def test_cpu_yaml_is_the_default_config():
     assert load_config(REPO / "configs" / "qpt_pretrain_cpu.yaml") == QPTConfig()

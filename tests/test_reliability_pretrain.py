@@ -63,13 +63,17 @@ def interrupted_pretraining(tmp_path_factory):
     env = dict(os.environ, BIQABENCH_RESULTS=str(base / "results"), OMP_NUM_THREADS="1")
     runs = {k: base / k for k in ("plain", "sigint", "sigterm")}
     procs = {k: spawn(pretrain_args(cfg, d), env) for k, d in runs.items()}
-    for kind, sig in (("sigint", signal.SIGINT), ("sigterm", signal.SIGTERM)):
-        t0 = time.time()
-        while not (runs[kind] / "checkpoint.pt").is_file():  # the first step is done
-            assert procs[kind].poll() is None, procs[kind].stderr.read()
-            assert time.time() - t0 < TIMEOUT
-            time.sleep(0.05)
-        procs[kind].send_signal(sig)
+    due = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
+    t0 = time.time()
+    while due:  # signal each run as soon as its first step's checkpoint exists
+        for kind, sig in list(due.items()):
+            if (runs[kind] / "checkpoint.pt").is_file():
+                procs[kind].send_signal(sig)
+                del due[kind]
+            else:
+                assert procs[kind].poll() is None, procs[kind].stderr.read()
+        assert time.time() - t0 < TIMEOUT
+        time.sleep(0.05)
     outcome = {k: (p.wait(TIMEOUT), p.stdout.read(), p.stderr.read()) for k, p in procs.items()}
     steps_done = {k: int(bio.load_torch(runs[k] / "checkpoint.pt")["step"]) for k in runs}
     resumed = {k: spawn(pretrain_args(cfg, runs[k], "--resume"), env) for k in ("sigint", "sigterm")}

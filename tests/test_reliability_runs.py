@@ -99,11 +99,21 @@ def three_runs(tmp_path_factory):
         return len(folders) == 3
 
     wait_for(find_folders, what="three run folders")
-    wait_for(lambda: (folders["sigint"] / "splits/0/metrics.csv").is_file(), procs["sigint"], what="split 1 of run A")
-    procs["sigint"].send_signal(signal.SIGINT)
-    wait_for(lambda: (folders["sigterm"] / "splits/1/checkpoint.pt").is_file(), procs["sigterm"],
-             what="an epoch of split 2 of run B")
-    procs["sigterm"].send_signal(signal.SIGTERM)
+    # SIGINT once A finished split 1; SIGTERM once B finished an epoch of split 2; one loop, so
+    # neither waits for the other
+    due = {"sigint": ("splits/0/metrics.csv", signal.SIGINT), "sigterm": ("splits/1/checkpoint.pt", signal.SIGTERM)}
+
+    def signal_when_due() -> bool:
+        for k, (marker, sig) in list(due.items()):
+            if (folders[k] / marker).is_file():
+                procs[k].send_signal(sig)
+                del due[k]
+            elif procs[k].poll() is not None:
+                raise AssertionError(f"run {k} ended (rc {procs[k].returncode}) before {marker}: "
+                                     f"{procs[k].stderr.read()}")
+        return not due
+
+    wait_for(signal_when_due, what="the moments to interrupt")
     outcome = {k: (p.wait(TIMEOUT), p.stdout.read(), p.stderr.read()) for k, p in procs.items()}
     state = {k: {"metrics0": (folders[k] / "splits/0/metrics.csv").is_file(),
                  "metrics1": (folders[k] / "splits/1/metrics.csv").is_file(),
@@ -172,40 +182,44 @@ def cli(capsys, *args) -> tuple[int, str]:
 
 
 def test_disk_full_mid_run_keeps_finished_splits_and_resumes(tmp_path, capsys, monkeypatch, three_runs):
-    """ENOSPC on the first write of split 2: the run stops in one line, nothing is half-written,
-    split 1 is kept, and --resume (with space again) gives the uninterrupted result."""
+    """ENOSPC when the merged metrics.csv is rewritten after split 2 -- the moment between a split's
+    own file and the run's table.  The run stops in one line, nothing is half-written, both splits
+    are kept, and --resume (with space again) rebuilds the tables without training: the
+    uninterrupted result."""
     real_replace = os.replace
-
-    def full_disk(src, dst, *a, **kw):
-        if f"{os.sep}splits{os.sep}1{os.sep}" in str(dst):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_replace(src, dst, *a, **kw)
-
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(EVAL))
     run = tmp_path / "run"
+
+    def full_disk(src, dst, *a, **kw):
+        if Path(dst) == run / "metrics.csv" and (run / "splits/1/metrics.csv").is_file():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *a, **kw)
+
     monkeypatch.setattr(os, "replace", full_disk)
     code, line = cli(capsys, "eval", "--config", cfg, "--run-dir", run, *FAST)
     assert code == 2
-    assert line == (f"error: cannot write {run / 'splits/1/checkpoint.pt'}: No space left on device "
-                    "(nothing was half-written)")
+    assert line == f"error: cannot write {run / 'metrics.csv'}: No space left on device (nothing was half-written)"
     assert leftovers(run) == []
-    assert (run / "splits/0/metrics.csv").is_file() and not any((run / "splits/1").iterdir())
+    assert (run / "splits/0/metrics.csv").is_file() and (run / "splits/1/metrics.csv").is_file()
+    assert len(pd.read_csv(run / "metrics.csv")) == 1  # the merged table still holds split 1 only
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "No space left on device" in manifest["error"]
-    split0 = (run / "splits/0/metrics.csv").read_bytes()
+    splits = {k: (run / f"splits/{k}/metrics.csv").read_bytes() for k in (0, 1)}
     monkeypatch.setattr(os, "replace", real_replace)
     code, _ = cli(capsys, "eval", "--resume", run, "--no-progress")
     assert code == 0
-    assert (run / "splits/0/metrics.csv").read_bytes() == split0  # kept, not recomputed
+    assert {k: (run / f"splits/{k}/metrics.csv").read_bytes() for k in (0, 1)} == splits  # kept, not redone
+    assert not (run / "splits/1/checkpoint.pt").exists()
+    assert json.loads((run / "manifest.json").read_text())["error"] is None
     # the reference ran in another process: float sums differ in the last bits, so compare the
     # predictions and the rank/linear metrics (the logistic fit on near-random scores amplifies them)
     reference = three_runs.folders["plain"]
     a, b = pd.read_csv(run / "metrics.csv"), pd.read_csv(reference / "metrics.csv")
+    assert len(a) == len(b) == 2
     np.testing.assert_allclose(a[["srcc", "krcc", "plcc"]], b[["srcc", "krcc", "plcc"]], rtol=0, atol=1e-5)
     np.testing.assert_allclose(pd.read_csv(run / "predictions.csv").pred,
                                pd.read_csv(reference / "predictions.csv").pred, rtol=0, atol=1e-5)
-    assert json.loads((run / "manifest.json").read_text())["error"] is None
 
 
 def test_real_write_failure_from_the_os_is_one_line(tmp_path):

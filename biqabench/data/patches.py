@@ -91,12 +91,13 @@ class PatchDataset(Dataset):
     ``indices[k // n_patches]``; yields (patch float32 (3,p,p), mos_norm float32, image_index).
 
     ``image_index`` is the row in ``table`` (so predictions can be averaged per image).
-    ``train=True``: random crops (and horizontal flips when ``hflip``) that change with
+    ``train=True``: random crops (and horizontal/vertical flips when ``hflip``/``vflip``) that change with
     :meth:`set_epoch`; ``train=False``: fixed crops per (seed, image index).
     """
 
     def __init__(self, table: IQATable, indices: Sequence[int] | np.ndarray, patch_size: int, n_patches: int,
-                 *, train: bool, seed: int = 0, cache: ImageCache | None = None, hflip: bool = True):
+                 *, train: bool, seed: int = 0, cache: ImageCache | None = None, hflip: bool = True,
+                 vflip: bool = False):
         self.table = table
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.patch_size = int(patch_size)
@@ -104,6 +105,7 @@ class PatchDataset(Dataset):
         self.train = bool(train)
         self.seed = int(seed)
         self.hflip = bool(hflip)
+        self.vflip = bool(vflip)  # TReS's recipe also flips training patches vertically
         self.cache = cache if cache is not None else ImageCache(resize=int(table.options.get("resize", 0) or 0))
         # in shared memory, so DataLoader workers (persistent ones too) see set_epoch() calls
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -135,4 +137,6 @@ class PatchDataset(Dataset):
         _, h, w = arr.shape
         top, left, flip = crop_boxes(h, w, self.patch_size, self.n_patches, self._seed(i), self.train)[j]
         patch = _crop(arr, (top, left, flip and self.hflip), self.patch_size)
+        if self.train and self.vflip and np.random.default_rng((*self._seed(i), j, 1)).random() < 0.5:
+            patch = patch[:, ::-1, :]
         return normalise(patch), torch.tensor(self._mos[i]), i

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from biqabench.heads import HeadSpec, Recipe
 from biqabench.hookspecs import hookimpl
-
 from biqabench_plugins.hyperiqa.model import HyperIQAHead, HyperIQAOptions
 from biqabench_plugins.hyperiqa.pyiqa_compat import load_pyiqa_checkpoint
 
-__all__ = ["HyperIQAHead", "HyperIQAOptions", "RECIPE", "build", "load_pyiqa_checkpoint"]
+__all__ = ["RECIPE", "HyperIQAHead", "HyperIQAOptions", "build", "load_pyiqa_checkpoint"]
 
 RECIPE = Recipe(
     patch_size=224, train_patches=25, test_patches=25, batch_size=96, epochs=16,

@@ -28,6 +28,7 @@ multiple of 32 and at least 32 px.  There is no dropout, so eval-mode scores are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ def parse_options(recipe: Recipe) -> HyperIQAOptions:
         raise BiqaError(f"hyperiqa recipe options: target_fc needs 4 widths, got {list(opts.target_fc)}")
     widths = (opts.target_in_size, *opts.target_fc)
     area = opts.feature_size ** 2
-    for a, b in zip(widths, widths[1:]):
+    for a, b in pairwise(widths):
         if (a * b) % area:
             raise BiqaError(f"hyperiqa recipe options: {a}x{b} target weights cannot be generated from a "
                             f"{opts.feature_size}x{opts.feature_size} map ({a * b} is not a multiple of {area}); "
@@ -109,7 +110,7 @@ class HyperIQAHead(IQAHead):
         widths = (o.target_in_size, *o.target_fc)
         area = o.feature_size ** 2
         w_gen: list[nn.Module] = [nn.Conv2d(o.hyper_in_channels, a * b // area, 3, padding=1)
-                                  for a, b in zip(widths, widths[1:])]
+                                  for a, b in pairwise(widths)]
         w_gen.append(_pooled_linear(o.hyper_in_channels, o.target_fc[-1]))  # last layer: 14 -> 1
         self.fc_w_modules = nn.ModuleList(w_gen)
         self.fc_b_modules = nn.ModuleList(_pooled_linear(o.hyper_in_channels, n) for n in self.hyper_fc_channels)

@@ -15,7 +15,7 @@ the data layer, so feed normalised patches of 224 px.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

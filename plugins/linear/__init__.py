@@ -17,7 +17,7 @@ from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe
 from biqabench.hookspecs import hookimpl
 
-__all__ = ["LinearHead", "RECIPE", "build"]
+__all__ = ["RECIPE", "LinearHead", "build"]
 
 RECIPE = Recipe(
     patch_size=224, train_patches=25, test_patches=25, batch_size=96, epochs=16,

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 
 from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
 from biqabench.errors import BiqaError
-from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_pair, torch_threads
+from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_distinct, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -173,27 +173,30 @@ def _patches(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tens
     return torch.stack([x[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
 
 
-def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, deg_negatives: int,
-               rng: np.random.Generator, generator: torch.Generator, device: torch.device | None = None,
-               return_recipes: bool = False):
-    """Degrade each crop twice (d1 != d2) and cut the patches QC-Loss needs.
+def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, rng: np.random.Generator,
+               generator: torch.Generator, *, negative_degradations: int = 1, patches_per_negative: int = 1,
+               device: torch.device | None = None, return_recipes: bool = False):
+    """Degrade each crop with d1 and ``negative_degradations`` others (all different) and cut patches.
 
-    ``crops``: (B, 3, S, S) uint8.  Degradations run on ``device`` (batched), patches are
-    normalised with the ImageNet mean and std (the convention every head here uses).
+    Returns a :class:`QPTBatch`: query and positive from d1(x); ``key_deg`` (B, M, 3, P, P) with
+    M = negative_degradations x patches_per_negative patches of d2(x), d3(x)...  ``crops`` are
+    (B, 3, S, S) uint8; degradations run on ``device`` (batched), patches are normalised with
+    the ImageNet mean and std (the convention every head here uses).
     """
     b, _, h, w = crops.shape
     if patch_size > min(h, w):
         raise BiqaError(f"patch_size {patch_size} is larger than the crop ({h}x{w}); lower --patch-size "
                         "or raise crop_size in the config")
-    pairs = [sample_pair(cfg, rng) for _ in range(b)]
-    d1, d2 = [p[0] for p in pairs], [p[1] for p in pairs]
+    n = negative_degradations
+    per_image = [sample_distinct(cfg, rng, 1 + n) for _ in range(b)]
+    recipes = [per_image[i][j] for j in range(1 + n) for i in range(b)]  # d1 of all images, then d2...
     x = crops.to(device or crops.device).float() / 255.0
     with torch_threads(1 if x.device.type == "cpu" else None):
-        y = degrade_batch(torch.cat([x, x]), d1 + d2, generator)
-    y1, y2 = y[:b], y[b:]
-    query = _patches(y1, patch_size, rng)
-    key_pos = _patches(y1, patch_size, rng)
-    key_deg = torch.stack([_patches(y2, patch_size, rng) for _ in range(deg_negatives)], dim=1)
+        y = degrade_batch(x.repeat(1 + n, 1, 1, 1), recipes, generator).view(1 + n, b, *x.shape[1:])
+    query = _patches(y[0], patch_size, rng)
+    key_pos = _patches(y[0], patch_size, rng)
+    key_deg = torch.stack([_patches(y[1 + j], patch_size, rng) for j in range(n) for _ in range(patches_per_negative)],
+                          dim=1)
     mean, std = _MEAN.to(y.device), _STD.to(y.device)
     batch = QPTBatch((query - mean) / std, (key_pos - mean) / std, (key_deg - mean.unsqueeze(1)) / std.unsqueeze(1))
-    return (batch, d1, d2) if return_recipes else batch
+    return (batch, per_image) if return_recipes else batch

@@ -406,15 +406,25 @@ def sample_recipe(cfg: DegradationConfig, rng: np.random.Generator) -> Recipe:
     return Recipe(tuple(ops), order, tuple(shuffled))
 
 
-def sample_pair(cfg: DegradationConfig, rng: np.random.Generator, tries: int = 100) -> tuple[Recipe, Recipe]:
-    """Two *different* degradations d1 != d2 for one image (QC-Loss needs both)."""
-    d1 = sample_recipe(cfg, rng)
-    for _ in range(tries):
-        d2 = sample_recipe(cfg, rng)
-        if d2.key() != d1.key():
-            return d1, d2
-    raise BiqaError("the degradation space is too small to draw two different degradations; "
+def sample_distinct(cfg: DegradationConfig, rng: np.random.Generator, n: int, tries: int = 100) -> list[Recipe]:
+    """``n`` pairwise different degradations for one image (QC-Loss needs d1 != d2 != ...)."""
+    out: list[Recipe] = []
+    keys: set = set()
+    for _ in range(n * tries):
+        r = sample_recipe(cfg, rng)
+        if r.key() not in keys:
+            out.append(r)
+            keys.add(r.key())
+            if len(out) == n:
+                return out
+    raise BiqaError(f"the degradation space is too small to draw {n} different degradations; "
                     "widen its ranges or probabilities")
+
+
+def sample_pair(cfg: DegradationConfig, rng: np.random.Generator) -> tuple[Recipe, Recipe]:
+    """Two *different* degradations d1 != d2 for one image."""
+    d1, d2 = sample_distinct(cfg, rng, 2)
+    return d1, d2
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``biqabench pretrain qpt``: the QPT training loop (MoCo + QC-Loss over the degradation space).
 
-One step: take B pristine crops, degrade each twice (d1 != d2, batched), cut a query and a
-positive patch from d1(x) and ``deg_negatives`` patches from d2(x), run the query encoder and
+One step: take B pristine crops, degrade each with d1 and d2 (d1 != d2; optionally more
+others), cut a query and a positive patch from d1(x) and the degradation-based negatives from
+d2(x) (``patches_per_negative`` each), run the query encoder and
 the momentum key encoder, and minimise QC-Loss against those keys, the batch's other images
 and the queue.  The query encoder's backbone is what goes into the weights store.
 
@@ -72,7 +73,8 @@ class QPTConfig:
     batch_size: int = 16         # images per step per process
     crop_size: int = 128         # pristine crop that is degraded; patches are cut from it
     patch_size: int = 64
-    deg_negatives: int = 1       # patches of d2(x) per image (degradation-based negatives)
+    negative_degradations: int = 1  # other degradations d2, d3... per image (paper: one, d2)
+    patches_per_negative: int = 1   # patches cut from each d_k(x): the degradation-based negatives
     embed_dim: int = 128
     hidden_dim: int = 0          # projector width; 0: the backbone's output channels
     projector_bn: bool = False   # BatchNorm in the projector (MoCo v3 style)
@@ -88,7 +90,8 @@ class QPTConfig:
 
 
 def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
-    positive = ("batch_size", "crop_size", "patch_size", "deg_negatives", "embed_dim", "key_bn_splits",
+    positive = ("batch_size", "crop_size", "patch_size", "negative_degradations", "patches_per_negative",
+                "embed_dim", "key_bn_splits",
                 "checkpoint_every")
     for key in positive:
         if getattr(cfg, key) < 1:
@@ -205,8 +208,9 @@ class QPTTrainer:
     def make_batch(self, crops: torch.Tensor, step: int) -> QPTBatch:
         """Pristine uint8 crops (B, 3, S, S) -> degraded, normalised patches on the device."""
         rng, dev_gen, _ = self.generators(step)
-        batch = make_views(crops, self.cfg.degradation, self.cfg.patch_size, self.cfg.deg_negatives, rng,
-                           dev_gen, device=self.runtime.device)
+        batch = make_views(crops, self.cfg.degradation, self.cfg.patch_size, rng, dev_gen,
+                           negative_degradations=self.cfg.negative_degradations,
+                           patches_per_negative=self.cfg.patches_per_negative, device=self.runtime.device)
         return batch.to(self.runtime)
 
     def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from biqabench.heads import HeadSpec, Recipe
 from biqabench.hookspecs import hookimpl
-
 from biqabench_plugins.tres.loss import PAPER_LOSS, ranking_loss, tres_loss
 from biqabench_plugins.tres.model import TReSHead, TReSOptions
 from biqabench_plugins.tres.pyiqa_compat import load_pyiqa_checkpoint
 
-__all__ = ["TReSHead", "TReSOptions", "RECIPE", "build", "load_pyiqa_checkpoint", "ranking_loss", "tres_loss"]
+__all__ = ["RECIPE", "TReSHead", "TReSOptions", "build", "load_pyiqa_checkpoint", "ranking_loss", "tres_loss"]
 
 RECIPE = Recipe(
     patch_size=224, train_patches=50, test_patches=50, batch_size=53, epochs=3,

@@ -14,7 +14,7 @@ ImageNet mean/std inside its model; our heads expect that done by the data layer
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -26,7 +26,7 @@ RENAME = (("model.", "backbone."),)
 
 
 def _ignored(key: str) -> bool:
-    return key.startswith("model.fc.") or key.startswith("L2pooling_")
+    return key.startswith(("model.fc.", "L2pooling_"))
 
 
 def load_pyiqa_checkpoint(head, source: str | os.PathLike | Mapping[str, torch.Tensor]):
@@ -38,11 +38,11 @@ def load_pyiqa_checkpoint(head, source: str | os.PathLike | Mapping[str, torch.T
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
     kernel = head.pool.kernel[0, 0]
     for key, value in state.items():
-        k = key[len("module."):] if key.startswith("module.") else key
-        if k.startswith("L2pooling_") and k.endswith(".filter"):
-            if value.dim() != 4 or value.shape[-2:] != kernel.shape or not torch.allclose(
-                    value[0, 0].float(), kernel, atol=1e-6):
-                raise BiqaError(f"pyiqa TReS checkpoint: {key} is not TReS's 3x3 Hann L2-pooling kernel; "
-                                f"is this a TReS checkpoint?")
+        k = key.removeprefix("module.")
+        is_kernel = k.startswith("L2pooling_") and k.endswith(".filter")
+        if is_kernel and (value.dim() != 4 or value.shape[-2:] != kernel.shape
+                          or not torch.allclose(value[0, 0].float(), kernel, atol=1e-6)):
+            raise BiqaError(f"pyiqa TReS checkpoint: {key} is not TReS's 3x3 Hann L2-pooling kernel; "
+                            f"is this a TReS checkpoint?")
     what = "pyiqa TReS checkpoint" + ("" if isinstance(source, Mapping) else f" {source}")
     return load_foreign_state_dict(head, state, rename=RENAME, ignore=_ignored, what=what)

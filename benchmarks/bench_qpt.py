@@ -1,0 +1,183 @@
+"""QPT pretraining: step speed against a plain fp32 MoCo step, and whether the data keeps up.
+
+**Step** (same model, same initial weights, same batch of degraded patches, same QC-Loss):
+
+* ours: :meth:`QPTTrainer.step` of ``biqabench pretrain qpt``: model prepared by the Runtime
+  (channels_last), bf16 autocast, SGD;
+* reference: the same :class:`QPTModel` in fp32, default (NCHW) layout, called eagerly:
+  ``loss = model(query, key_pos, key_deg); loss.backward(); optimizer.step()``.
+
+Timed alternately after one warm-up step each; the best step of each side is kept.
+
+**Data pipeline**: the training loop of :func:`run_qpt` (DataLoader over
+:class:`CropDataset` with ``workers`` processes, :class:`StreamSampler`, then ``make_batch``
+(degradation + patching) and ``step``), timed per phase.  "Waiting for data" is the time the
+trainer is not computing the model: blocked in ``next(loader)`` plus ``make_batch``, which
+runs in the training process (on a GPU it runs there batched; on a CPU it takes the training
+cores for that long).  The first step (worker start-up, first decodes) is not counted.
+
+Run:  python benchmarks/bench_qpt.py [--backbone resnet50] [--batch 16] [--steps 3] [--pipeline-steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+import time
+
+import torch
+
+import common
+from common import Result, ratio_result
+
+
+def _config(batch: int, workers: int = 2, **values):
+    from biqabench_plugins.qpt.pretrainer import load_config
+
+    return load_config(None, {"batch_size": batch, "workers": workers, **values})
+
+
+def _crops(cfg, step: int, seed: int = 0) -> torch.Tensor:
+    """Pristine uint8 crops of step ``step``, exactly as the run's DataLoader would give them."""
+    from biqabench_plugins.qpt.data import CropDataset, list_images
+    from biqabench_plugins.qpt.pretrainer import default_data
+
+    ds = CropDataset(list_images(default_data()), cfg.crop_size, seed)
+    b = cfg.batch_size
+    return torch.stack([ds[i] for i in range(step * b, (step + 1) * b)])
+
+
+def _contiguous(batch):
+    """A copy of a QPTBatch with every tensor in the default (NCHW) layout."""
+    fields = dataclasses.fields(batch)
+    return type(batch)(**{f.name: getattr(batch, f.name).contiguous() for f in fields})
+
+
+def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, seed: int = 0,
+                 progress: bool = True) -> Result:
+    from biqabench.device import Runtime, get_runtime
+    from biqabench_plugins.qpt.pretrainer import QPTTrainer
+
+    say = print if progress else (lambda *a, **k: None)
+    cfg = _config(batch)
+    runtime = get_runtime("cpu", "bf16")
+    trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=1000, seed=seed)
+    # the reference: the same initial model, back in the default layout, trained in plain fp32
+    plain = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
+    plain_runtime = Runtime(torch.device("cpu"), "fp32")
+    plain_trainer = QPTTrainer(plain, cfg, plain_runtime, total_steps=1000, seed=seed)
+    opt = plain_trainer.optimizer
+
+    # the same degraded patches for both sides: the run's make_batch, then back to the default layout
+    fast_batches = [trainer.make_batch(_crops(cfg, step, seed), step) for step in range(steps + 1)]
+    batches = [_contiguous(b) for b in fast_batches]
+    keys = batch + fast_batches[0].key_deg.shape[0] * fast_batches[0].key_deg.shape[1]
+    losses: dict[str, list[float]] = {"ours": [], "reference": []}
+    counter = {"ours": 0, "reference": 0}
+
+    def ours() -> None:
+        i = counter["ours"]
+        losses["ours"].append(trainer.step(fast_batches[i], i)["loss"])
+        counter["ours"] += 1
+
+    def reference() -> None:  # the textbook MoCo step, same lr schedule and loss
+        i = counter["reference"]
+        from biqabench_plugins.qpt.pretrainer import lr_at
+
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg.optim, i, 1000)
+        plain.train()
+        _, _, cpu_gen = plain_trainer.generators(i)
+        b = batches[i]
+        loss, _ = plain(b.query, b.key_pos, b.key_deg, cpu_gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses["reference"].append(float(loss.detach()))
+        counter["reference"] += 1
+
+    say(f"  QPT step: {backbone}, {batch} images, patch {cfg.patch_size}px "
+        f"({batch} queries + {keys} keys), {steps} timed steps per side", flush=True)
+    best = common.paired_best({"ours": ours, "reference": reference}, rounds=steps, warmup=1)
+    first = losses["ours"][0], losses["reference"][0]
+    rel = abs(first[0] - first[1]) / max(abs(first[1]), 1e-12)
+    same = rel < 0.05
+    return ratio_result(
+        f"3a. QPT step, {backbone.replace('resnet', 'r')}, batch {batch}", batch / best["ours"],
+        batch / best["reference"], "img/s", 2.0, extra_ok=same,
+        ours_label="QPTTrainer.step: bf16 autocast + channels_last",
+        reference_label="same QPTModel, plain fp32 eager",
+        notes=f"{cfg.patch_size}px patches, queue {cfg.queue_size}; first-step QC-Loss bf16 {first[0]:.4f} "
+              f"vs fp32 {first[1]:.4f} ({rel:.1%} apart{'' if same else ', TOO FAR'})",
+        extra={"step_s_ours": best["ours"], "step_s_ref": best["reference"], "loss_ours": first[0],
+               "loss_ref": first[1]},
+    )
+
+
+def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8, workers: int = 2, seed: int = 0,
+                     progress: bool = True) -> Result:
+    """Phase times of the real loop; the row's figure is the share of step time spent on data."""
+    from biqabench.device import get_runtime
+    from biqabench_plugins.qpt import data as qdata
+    from biqabench_plugins.qpt.pretrainer import QPTTrainer, default_data
+
+    say = print if progress else (lambda *a, **k: None)
+    cfg = _config(batch, workers)
+    runtime = get_runtime("cpu", "bf16")
+    trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=steps + 1, seed=seed)
+    paths = qdata.list_images(default_data())
+    loader = torch.utils.data.DataLoader(
+        qdata.CropDataset(paths, cfg.crop_size, seed), batch_size=batch,
+        sampler=qdata.StreamSampler(batch), num_workers=workers,
+        worker_init_fn=getattr(qdata, "low_priority_worker", None),
+    )
+    wait = make = comp = 0.0
+    it = iter(loader)
+    say(f"  QPT pipeline: {backbone}, {workers} workers, {steps} timed steps", flush=True)
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        crops = next(it)
+        t1 = time.perf_counter()
+        b = trainer.make_batch(crops, step)
+        t2 = time.perf_counter()
+        trainer.step(b, step)
+        t3 = time.perf_counter()
+        if step:  # step 0 pays worker start-up and first decodes
+            wait, make, comp = wait + t1 - t0, make + t2 - t1, comp + t3 - t2
+    del it
+    total = wait + make + comp
+    share = (wait + make) / total
+    target = 0.10
+    return common.Result(
+        f"3b. QPT data pipeline, {workers} workers", share * 100, target * 100, "% of step", target / share,
+        1.0, share < target, target_text="< 10%",
+        ours_label="time not computing the model: next(loader) + make_batch (degrade + patch)",
+        reference_label="target share",
+        notes=f"per step: waiting on loader {wait / steps * 1e3:.0f} ms, make_batch (degradation + patching, "
+              f"in the training process) {make / steps * 1e3:.0f} ms, model step {comp / steps * 1e3:.0f} ms",
+        extra={"wait_s": wait / steps, "make_batch_s": make / steps, "step_s": comp / steps, "share": share},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per side for the step comparison")
+    ap.add_argument("--pipeline-steps", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for r in (measure_step(a.backbone, a.batch, a.steps),
+              measure_pipeline(a.backbone, a.batch, a.pipeline_steps, a.workers)):
+        print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, reference {common.fmt(r.reference)} {r.unit}, "
+              f"target {r.target_text} -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
