@@ -16,7 +16,6 @@ never takes the whole tool down.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import os
 import threading

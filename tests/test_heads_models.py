@@ -184,6 +184,6 @@ def test_heads_list_shows_the_three_with_recipes():
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.output.splitlines()[1:] if line.strip()}
     assert {"hyperiqa", "tres", "linear"} <= set(rows)
-    assert "patch 224, 25/25 patches" in rows["hyperiqa"] and "batch 96, 16 ep, loss l1" in rows["hyperiqa"]
+    assert "patch 224, 25/25 patches" in rows["hyperiqa"] and "batch 96, 16 ep (lr x0.1 every 6), loss l1" in rows["hyperiqa"]
     assert "patch 224, 50/50 patches" in rows["tres"] and "l1+rank+consistency" in rows["tres"]
     assert "(x10 head)" in rows["linear"]
