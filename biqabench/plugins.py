@@ -27,7 +27,7 @@ import pluggy
 
 from biqabench import hookspecs
 from biqabench.errors import BiqaError
-from biqabench.registry import Registry
+from biqabench.registry import DuplicateComponentError, Registry
 
 ENTRY_POINT_GROUP = "biqabench"
 ENV_VAR = "BIQABENCH_PLUGINS"
@@ -134,8 +134,9 @@ class Harness:
                     info = self.plugins.setdefault(plugin_name, PluginInfo(plugin_name, "?", "?", "?"))
                     self._fill_errors.add(info.name)
                     info.error = f"hook register_{kind} raised {type(exc).__name__}: {exc}"
-                    if isinstance(exc, BiqaError) and "registered by two plugins" in str(exc):
+                    if isinstance(exc, DuplicateComponentError):
                         info.error = str(exc)
+                        reg.mark_contested(exc)
                     continue
                 if added and plugin_name in self.plugins and kind not in self.plugins[plugin_name].kinds:
                     self.plugins[plugin_name].kinds.append(kind)

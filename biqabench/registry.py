@@ -22,7 +22,9 @@ class UnknownComponentError(BiqaError, KeyError):
 
 
 class DuplicateComponentError(BiqaError):
-    pass
+    def __init__(self, message: str, name: str = "", plugins: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.name, self.plugins = name, plugins
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         #: appended to unknown-name errors, e.g. which plugins failed to load (the name may be theirs)
         self.missing_hint = ""
+        self._contested: dict[str, str] = {}
 
     def add(self, name: str, obj: T, *, plugin: str = "<direct>", description: str = "", **meta) -> None:
         if not name or not isinstance(name, str):
@@ -50,14 +53,20 @@ class Registry(Generic[T]):
             other = self._entries[name].plugin
             raise DuplicateComponentError(
                 f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r}; "
-                f"uninstall one or restrict plugins with BIQABENCH_PLUGINS"
-            )
+                f"uninstall one or restrict plugins with BIQABENCH_PLUGINS", name=name, plugins=(other, plugin))
         self._entries[name] = Entry(name, obj, plugin, description, dict(meta))
 
     def remove(self, name: str) -> None:
         self._entries.pop(name, None)
 
+    def mark_contested(self, error: DuplicateComponentError) -> None:
+        """Remember a name two plugins claimed: using it is an error naming both, so results never
+        depend silently on which plugin happened to load first."""
+        self._contested[error.name] = str(error)
+
     def entry(self, name: str) -> Entry[T]:
+        if name in self._contested:
+            raise DuplicateComponentError(self._contested[name], name=name)
         try:
             return self._entries[name]
         except KeyError:

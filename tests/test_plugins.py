@@ -84,11 +84,14 @@ def test_broken_plugins_are_reported_and_others_keep_working(tmp_path, monkeypat
 def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path, monkeypatch):
     h = _harness_with(tmp_path, monkeypatch, {"clash1": CLASH, "clash2": CLASH})
     heads = h.registry("heads")
-    first = heads.entry("dup-head").plugin  # the first registration is kept intact
-    second = ({"clash1", "clash2"} - {first}).pop()
-    err = h.plugins[second].error
-    assert err is not None and "'dup-head'" in err and f"'{first}'" in err and f"'{second}'" in err
-    assert not h.plugins[first].broken
+    broken = [p for p in ("clash1", "clash2") if h.plugins[p].broken]
+    assert len(broken) == 1  # the second to register is reported
+    err = h.plugins[broken[0]].error
+    assert "'dup-head'" in err and "'clash1'" in err and "'clash2'" in err
+    # using the contested name is an error naming both, never a silent pick
+    with pytest.raises(BiqaError) as e:
+        heads.get("dup-head")
+    assert "'clash1'" in str(e.value) and "'clash2'" in str(e.value)
 
 
 def test_env_restricts_and_disables(tmp_path, monkeypatch):
