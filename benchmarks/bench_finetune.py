@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch", type=int, default=224)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    common.set_threads(a.threads)
     r = measure(a.batch, a.steps, a.backbone, a.patch)
     print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, plain fp32 {common.fmt(r.reference)} {r.unit}, "
           f"{r.ratio:.2f}x (target {r.target_text}) -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")

@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    common.set_threads(a.threads)
     for r in (measure_step(a.backbone, a.batch, a.steps),
               measure_pipeline(a.backbone, a.batch, a.pipeline_steps, a.workers)):
         print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, reference {common.fmt(r.reference)} {r.unit}, "

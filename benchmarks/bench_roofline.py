@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    common.set_threads(a.threads)
     r = measure(a.batch, a.size, a.matmul, a.rounds)
     print(f"{r.name}: {common.fmt(r.ours)} of {common.fmt(r.reference)} {r.unit} = {r.ratio:.0%}\n  {r.notes}")
     return 0

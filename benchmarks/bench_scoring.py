@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-images", type=int, default=4, help="images whose crops share one forward (ours)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    common.set_threads(a.threads)
     r = measure(a.images, a.batch_images)
     print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, pyiqa {common.fmt(r.reference)} {r.unit}, "
           f"{r.ratio:.2f}x (target {r.target_text}) -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")

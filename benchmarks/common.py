@@ -119,3 +119,16 @@ def fmt(v: float) -> str:
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.3g}"
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` torch threads here and in child processes (0: leave the default).
+
+    ``OMP_NUM_THREADS`` is set too, because :func:`biqabench.device.get_runtime` otherwise
+    resets torch to one thread per core.
+    """
+    if n and n > 0:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        torch.set_num_threads(n)

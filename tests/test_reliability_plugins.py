@@ -171,6 +171,8 @@ def test_two_plugins_claiming_one_name(tmp_path, capsys, install):
     assert "uninstall one or restrict plugins with BIQABENCH_PLUGINS" in broken[0]
     code, out, _ = cli(capsys, "heads", "list", "--format", "plain")
     assert code == 0 and len([ln for ln in out.splitlines() if ln.startswith("dup-head ")]) == 1
+    code, _, err = cli(capsys, "eval", "--head", "dup-head", "--backbone", "tiny", "--weights", "random")
+    assert code == 2 and "'clash_a'" in err and "'clash_b'" in err
 
 
 def test_register_commands_hook_raising_keeps_the_cli_working(tmp_path):
