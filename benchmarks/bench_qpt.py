@@ -55,13 +55,16 @@ def _contiguous(batch):
     return type(batch)(**{f.name: getattr(batch, f.name).contiguous() for f in fields})
 
 
-def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, seed: int = 0,
+def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, seed: int = 0, patch: int = 0,
                  progress: bool = True) -> Result:
+    """``patch``: patch size (0: the config's, 64 px on CPU); crops are at least twice as large."""
     from biqabench.device import Runtime, get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTTrainer
 
     say = print if progress else (lambda *a, **k: None)
     cfg = _config(batch)
+    if patch and patch != cfg.patch_size:
+        cfg = _config(batch, patch_size=patch, crop_size=max(cfg.crop_size, 2 * patch))
     runtime = get_runtime("cpu", "bf16")
     trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=1000, seed=seed)
     # the reference: the same initial model, back in the default layout, trained in plain fp32
@@ -105,7 +108,7 @@ def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, se
     rel = abs(first[0] - first[1]) / max(abs(first[1]), 1e-12)
     same = rel < 0.05
     return ratio_result(
-        f"3a. QPT step, {backbone.replace('resnet', 'r')}, batch {batch}", batch / best["ours"],
+        f"3a. QPT step, {backbone.replace('resnet', 'r')}, batch {batch}, {cfg.patch_size}px", batch / best["ours"],
         batch / best["reference"], "img/s", 2.0, extra_ok=same,
         ours_label="QPTTrainer.step: bf16 autocast + channels_last",
         reference_label="same QPTModel, plain fp32 eager",
@@ -166,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side for the step comparison")
+    ap.add_argument("--patch", type=int, default=0, help="patch size of the step comparison (0: the config's)")
     ap.add_argument("--pipeline-steps", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     a = ap.parse_args(argv)
     common.set_threads(a.threads)
-    for r in (measure_step(a.backbone, a.batch, a.steps),
+    for r in (measure_step(a.backbone, a.batch, a.steps, patch=a.patch),
               measure_pipeline(a.backbone, a.batch, a.pipeline_steps, a.workers)):
         print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, reference {common.fmt(r.reference)} {r.unit}, "
               f"target {r.target_text} -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")

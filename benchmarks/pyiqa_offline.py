@@ -59,8 +59,9 @@ def randomise_batchnorm(model: torch.nn.Module, seed: int = 1) -> None:
             m.running_var.uniform_(0.5, 2.0, generator=g)
 
 
-def hypernet_pair(seed: int = 0):
-    """(pyiqa HyperNet in eval mode, our HyperIQA head on ResNet-50) holding the same weights.
+def hypernet_pair(seed: int = 0, randomise_bn: bool = False):
+    """(pyiqa HyperNet in eval mode, our HyperIQA head on ResNet-50) holding the same weights:
+    timm's initialisation (``randomise_bn``: with random BatchNorm parameters and statistics).
 
     pyiqa's model keeps its own ImageNet normalisation and 25-crop test protocol (its reference
     behaviour); ours gets normalised patches from the data layer.
@@ -71,7 +72,8 @@ def hypernet_pair(seed: int = 0):
     torch.manual_seed(seed)
     with offline_pyiqa() as hypernet_arch:
         ref = hypernet_arch.HyperNet(pretrained=False, num_crop=RECIPE.test_patches).eval()
-    randomise_batchnorm(ref, seed + 1)
+    if randomise_bn:
+        randomise_batchnorm(ref, seed + 1)
     ours = HyperIQAHead(ResNetBackbone("resnet50"), RECIPE).eval()
     load_pyiqa_checkpoint(ours, ref.state_dict())
     return ref, ours

@@ -9,10 +9,12 @@ interrupted fine-tune resumes at the last finished epoch and reproduces the unin
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -178,6 +180,63 @@ class _Objective(torch.nn.Module):
         return self.head.loss(x, mos)
 
 
+def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` for scoring, with every BatchNorm that directly follows a
+    convolution folded into it (one pass over the activations fewer per layer: ~15% of a bf16
+    ResNet-50 forward on CPU).
+
+    fp32 runs use the model unchanged: that is the exact reference path.  The caller's model is
+    never modified.
+    """
+    if runtime.amp_dtype is None:
+        return model
+    copy_ = copy.deepcopy(model).eval()
+    folded = 0
+    for part in (copy_, getattr(copy_, "backbone", None)):  # the whole head, else its backbone
+        if isinstance(part, torch.nn.Module):
+            try:
+                folded = fold_batchnorms(part)
+                break
+            except Exception as exc:  # noqa: BLE001 - not traceable: try the backbone alone
+                log.debug("no BatchNorm folding in %s: %s", type(part).__name__, exc)
+    return runtime.prepare(copy_) if folded else model
+
+
+def fold_batchnorms(module: torch.nn.Module) -> int:
+    """Fold, in place, each eval-mode BatchNorm2d into the Conv2d whose output only it reads.
+
+    Pairs are found on the traced graph (``torch.fx``), so a fold happens only where it is exact
+    in real arithmetic; a module called more than once is left alone.  The BatchNorm becomes an
+    ``Identity`` and module classes stay as they are (methods such as ``Backbone.pooled`` keep
+    working).  Returns the number of folds; raises if ``module`` cannot be traced.
+    """
+    from collections import Counter
+
+    import torch.fx as fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = fx.symbolic_trace(module).graph
+    mods = dict(module.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    pairs = []
+    for node in graph.nodes:
+        bn = mods.get(node.target) if node.op == "call_module" else None
+        if not (isinstance(bn, torch.nn.BatchNorm2d) and bn.track_running_stats and calls[node.target] == 1):
+            continue
+        src = node.args[0] if node.args else None
+        conv = mods.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if isinstance(conv, torch.nn.Conv2d) and len(src.users) == 1 and calls[src.target] == 1:
+            pairs.append((src.target, node.target))
+    for conv_name, bn_name in pairs:
+        for name, new in ((conv_name, fuse_conv_bn_eval(mods[conv_name], mods[bn_name])),
+                          (bn_name, torch.nn.Identity())):
+            parent_name, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent_name) if parent_name else module, attr, new)
+    return len(pairs)
+
+
 @torch.inference_mode()
 def predict_images(
     model: IQAHead,
@@ -190,8 +249,10 @@ def predict_images(
 ) -> np.ndarray:
     """Score images: ``images`` yields ``(n, 3, p, p)`` patch stacks, one per image; returns the
     per-image mean of the patch scores (normalised scale).  All crops of several images go through
-    one forward pass."""
+    one forward pass.  With reduced precision the model runs as :func:`inference_model` builds it
+    (BatchNorm folded into the convolutions); fp32 runs the model as it is, the exact reference."""
     model.eval()
+    net = inference_model(model, runtime)
     scores: list[float] = []
     pending: list[torch.Tensor] = []
 
@@ -201,7 +262,7 @@ def predict_images(
         sizes = [p.shape[0] for p in pending]
         batch = runtime.to(torch.cat(pending))
         with runtime.autocast():
-            out = model(batch).float().cpu()
+            out = net(batch).float().cpu()
         for chunk in torch.split(out, sizes):
             scores.append(float(chunk.mean()))
         pending.clear()

@@ -57,7 +57,7 @@ RESUMABLE_CHANGES = ("steps", "epochs", "workers", "checkpoint_every")
 class OptimConfig:
     """SGD with momentum, linear warm-up then cosine decay (MoCo v2's schedule)."""
 
-    lr: float = 0.05
+    lr: float = 0.003
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 5
@@ -73,13 +73,13 @@ class QPTConfig:
     batch_size: int = 16         # images per step per process
     crop_size: int = 128         # pristine crop that is degraded; patches are cut from it
     patch_size: int = 64
-    negative_degradations: int = 1  # other degradations d2, d3... per image (paper: one, d2)
+    negative_degradations: int = 4  # other degradations d2, d3... per image (paper: one, d2)
     patches_per_negative: int = 1   # patches cut from each d_k(x): the degradation-based negatives
     embed_dim: int = 128
     hidden_dim: int = 0          # projector width; 0: the backbone's output channels
-    projector_bn: bool = False   # BatchNorm in the projector (MoCo v3 style)
-    queue_size: int = 1024
-    momentum: float = 0.99       # key encoder EMA
+    projector_bn: bool = True    # BatchNorm in the projector (MoCo v3 style)
+    queue_size: int = 256
+    momentum: float = 0.9        # key encoder EMA
     temperature: float = 0.2
     in_batch_negatives: bool = True
     key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
