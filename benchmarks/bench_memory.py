@@ -112,9 +112,10 @@ def _flat_row(name: str, small: dict, large: dict, n_small: int, n_large: int, w
     return Result(
         name, b, a, "MiB", 1 + growth, 1.10, growth <= 0.10, target_text="<= 1.10 (flat)",
         ours_label=f"peak RSS, {n_large} {what}", reference_label=f"peak RSS, {n_small} {what}",
-        notes=f"main process {small['peak_mb']:.0f} -> {large['peak_mb']:.0f} MiB, largest worker "
-              f"{small['workers_mb']:.0f} -> {large['workers_mb']:.0f} MiB ({growth:+.1%}); "
-              f"after imports {small['after_imports_mb']:.0f} MiB",
+        notes=f"peak RSS of the main process {small['peak_mb']:.0f} -> {large['peak_mb']:.0f} MiB plus the "
+              f"largest child process (DataLoader workers; importing this torch build starts one too) "
+              f"{small['workers_mb']:.0f} -> {large['workers_mb']:.0f} MiB: {growth:+.1%}; "
+              f"the main process peaks at {small['after_imports_mb']:.0f} MiB from imports alone",
         extra={"small": small, "large": large},
     )
 
