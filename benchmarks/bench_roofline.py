@@ -6,8 +6,9 @@ autocast, channels_last, ``inference_mode``).  The ceiling is a large bf16 matri
 alternately with it in the same process: the best this CPU does on the most favourable
 workload, not a datasheet figure.  The ratio says how much headroom is left in the network
 itself (memory-bound BatchNorm/ReLU/adds, small late-stage maps), as opposed to the data path.
-An fp32 matrix product is timed too: the bf16/fp32 matmul ratio bounds every bf16-vs-fp32
-speed-up in this table (about 2x on AVX-512-BF16 CPUs, much more with AMX).
+An fp32 matrix product is timed too: the bf16/fp32 matmul ratio is the scale of every
+bf16-vs-fp32 speed-up in the table (convolutions can beat it somewhat, because fp32 convolutions
+are further from their peak than fp32 matmuls).
 
 Run:  python benchmarks/bench_roofline.py [--batch 16] [--size 224] [--matmul 2048]
 """
@@ -66,8 +67,8 @@ def measure(batch: int = 16, size: int = 224, matmul: int = 2048, rounds: int = 
         reference_label=f"bf16 matmul {matmul}x{matmul}",
         notes=f"{flops / batch / 1e9:.2f} GFLOP per {size}px image (FlopCounterMode); "
               f"achieved {achieved:.0f} of {ceiling:.0f} GFLOP/s = {achieved / ceiling:.0%} of the matmul rate; "
-              f"for scale, an fp32 matmul runs at {fp32:.0f} GFLOP/s here (bf16 = {ceiling / fp32:.1f}x fp32: "
-              f"the ceiling on every bf16-vs-fp32 ratio above)",
+              f"an fp32 matmul runs at {fp32:.0f} GFLOP/s in the same run: bf16 is {ceiling / fp32:.1f}x fp32 "
+              f"on this CPU's matrix units (the scale for every bf16-vs-fp32 speed-up above)",
         extra={"flops_per_image": flops / batch, "forward_s": best["forward"], "matmul_s": best["matmul"],
                "matmul_fp32_gflops": fp32},
     )

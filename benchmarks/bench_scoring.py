@@ -4,7 +4,8 @@ Both score the same images with 25 crops of 224 px each and average, as HyperIQA
 protocol does:
 
 * **ours**: :func:`biqabench.engine.predict_images` with a bf16 Runtime (autocast,
-  channels_last, ``inference_mode``), all crops of ``batch_images`` images in one forward;
+  channels_last, ``inference_mode``, BatchNorm folded into the convolutions by
+  :func:`biqabench.engine.inference_model`), all crops of ``batch_images`` images in one forward;
   crops from :func:`biqabench.data.image_patches` (the data layer normalises them);
 * **reference**: pyiqa's ``HyperNet`` in fp32 eager mode with its own pre-processing (uniform
   crops, in-model normalisation), one image (25 crops) per forward, under ``no_grad``.
@@ -150,7 +151,7 @@ def measure(n_images: int = 8, batch_images: int = 4, seed: int = 0, progress: b
 
     say = print if progress else (lambda *a, **k: None)
     ref, ours = build_models(seed)
-    images, mos = demo_images(n_images)
+    images, _ = demo_images(n_images)
     n = len(images)
     bf16, fp32 = get_runtime("cpu", "bf16"), get_runtime("cpu", "fp32")
     fast = bf16.prepare(copy.deepcopy(ours))
@@ -198,7 +199,7 @@ def measure(n_images: int = 8, batch_images: int = 4, seed: int = 0, progress: b
              f"vs pyiqa's own crops SRCC {srcc_pyiqa:.3f}; {n} images x {CROPS} crops")
     return ratio_result(
         "1. scoring, hyperiqa r50, 25 crops", n / t_ours, n / t_ref, "img/s", 3.0, extra_ok=agree,
-        ours_label=f"predict_images bf16+channels_last, {batch_images} images/forward",
+        ours_label=f"predict_images: bf16 autocast, channels_last, BatchNorm folded, {batch_images} images/forward",
         reference_label="pyiqa HyperNet fp32 eager, 1 image/forward", notes=notes,
         extra={"srcc_bf16_fp32": srcc, "mean_abs_diff": mad, "srcc_fp32_pyiqa": srcc_pyiqa,
                "score_std": float(np.std(p_exact)), "images": n, "seconds_ours": t_ours, "seconds_ref": t_ref},

@@ -72,14 +72,24 @@ def paired_best(fns: dict[str, Callable[[], object]], rounds: int, warmup: int =
 
 
 def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, with its family/model numbers (a VM often shows
+    only a generic name such as "AMD EPYC")."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+                if not line.strip() and info:
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
 
 
 def cpu_features() -> str:

@@ -54,8 +54,9 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
     model = runtime.prepare(model)
     files = collect_images(inputs)
     train = manifest["datasets"][manifest["train"]]
-    # score new images the way the training images were seen (e.g. SPAQ-trained models at 512 px)
-    cache = ImageCache(resize=int((train.get("options") or {}).get("resize") or 0) or recipe.resize)
+    # score new images the way the training images were seen (e.g. SPAQ-trained models at 512 px);
+    # each file is decoded once, so keeping decoded pixels in memory would only grow with the inputs
+    cache = ImageCache(resize=int((train.get("options") or {}).get("resize") or 0) or recipe.resize, memory_bytes=0)
 
     from biqabench.data import image_patches
 
