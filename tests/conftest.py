@@ -59,3 +59,23 @@ def make_fake_distribution(root: Path, dist: str, plugins: dict[str, str], versi
         lines.append(f"{name} = {module}")
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def invoke_cli(capsys, *args, one_line: bool = True) -> tuple[int, str, str]:
+    """Run ``biqabench`` in-process: (exit code, stdout, last stderr line). A failing command must
+    print no traceback and end on an ``error: ...`` line (the only line when ``one_line``)."""
+    from biqabench.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
+    if code:
+        assert lines and lines[-1].startswith("error: "), err
+        assert not one_line or len(lines) == 1, err
+    return code, out, lines[-1] if lines else ""

@@ -17,7 +17,7 @@ import yaml
 from biqabench.cli import main
 from biqabench.errors import BiqaError
 from biqabench.plugins import reset_harness
-from conftest import make_fake_distribution
+from conftest import invoke_cli, make_fake_distribution
 
 TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 1,
                "lr_step": 0}
@@ -83,18 +83,7 @@ def install(tmp_path, monkeypatch):
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err, err
-    lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
-    if code:
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return code, out, lines[0] if lines else ""
+    return invoke_cli(capsys, *args)
 
 
 def row(out: str, plugin: str) -> str:

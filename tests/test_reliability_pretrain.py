@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from biqabench import io as bio
-from biqabench.cli import main
+from conftest import invoke_cli
 
 #: a QPT run small enough for a test: 4 images a step, 32 px crops, 16 px patches, a checkpoint every step
 QPT_TINY = {"batch_size": 4, "crop_size": 32, "patch_size": 16, "embed_dim": 16, "queue_size": 16, "workers": 0,
@@ -110,18 +110,7 @@ def test_resumed_pretraining_equals_the_uninterrupted_run(interrupted_pretrainin
 
 # -- failures in-process (fast) ---------------------------------------------------------------------
 def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err, err
-    lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
-    if code:
-        assert lines and lines[-1].startswith("error: "), err
-    return code, out, lines[-1] if lines else ""
+    return invoke_cli(capsys, *args, one_line=False)  # a progress bar may precede the error
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from biqabench import io as bio
-from biqabench.cli import main
+from conftest import invoke_cli
 from biqabench.plugins import get_harness
 
 TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 2,
@@ -167,18 +167,8 @@ def test_resume_reproduces_the_uninterrupted_result(three_runs, kind):
 
 # -- disk full ------------------------------------------------------------------------------------
 def cli(capsys, *args) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err, err
-    lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
-    if code:
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return code, lines[0] if lines else out
+    code, out, err = invoke_cli(capsys, *args)
+    return code, err or out
 
 
 def test_disk_full_mid_run_keeps_finished_splits_and_resumes(tmp_path, capsys, monkeypatch, three_runs):
