@@ -9,11 +9,20 @@ Protocol (all offline, CPU):
    (:data:`VARIANTS`: last-stage mean, all-stage means, all-stage means and deviations).
 3. Ridge regression (closed form, features standardised on the training fold) predicts MOS;
    leave-one-content-out cross-validation, alpha chosen by an inner leave-one-content-out CV.
-4. Report SRCC of the pooled out-of-fold predictions (and the mean SRCC within contents) for
-   the QPT backbone and for the *same* backbone at its random initialisation (QPT starts from
-   exactly that initialisation, so the difference is what pretraining added).
+4. Report, for the QPT backbone and for the *same* backbone at its random initialisation (QPT
+   starts from exactly that initialisation, so the difference is what pretraining added):
+
+   * ``srcc``: SRCC of the pooled out-of-fold predictions (needs scores calibrated *across*
+     contents, each predicted by a different fold's model);
+   * ``srcc_within_content``: mean SRCC inside each held-out content (= the mean per-fold test
+     SRCC of leave-one-content-out: ranking the versions of one photo);
+   * ``srcc_splits``: the eval protocol's own figure, as ``biqabench eval --protocol
+     linear-probe`` computes it: 10 seeded content-aware 80/20 splits (2 test contents each),
+     ridge fitted on the train part (alpha by inner leave-one-content-out CV), SRCC on the test
+     part, median over splits.
 
 Run:  python benchmarks/probe_qpt.py [--backbone resnet18] [--steps 1000] [--seed 0]
+      python benchmarks/probe_qpt.py --weights results/weights/qpt/resnet18/<file>.safetensors
 """
 
 from __future__ import annotations
@@ -42,28 +51,45 @@ def ridge_fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, alph
     return b @ (a.T @ coef) + y_mean
 
 
-def grouped_cv_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS) -> tuple[np.ndarray, list]:
-    """Leave-one-group-out predictions; alpha per outer fold from an inner leave-one-group-out CV."""
+def choose_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS) -> float:
+    """The ridge alpha with the best SRCC of leave-one-group-out predictions on (x, y)."""
     from scipy.stats import spearmanr
 
+    best, best_alpha = -np.inf, alphas[0]
+    for alpha in alphas:
+        inner = np.zeros(len(y))
+        for h in np.unique(groups):
+            itr, ite = groups != h, groups == h
+            inner[ite] = ridge_fit_predict(x[itr], y[itr], x[ite], alpha)
+        score = spearmanr(inner, y).correlation
+        if score > best:
+            best, best_alpha = score, alpha
+    return best_alpha
+
+
+def grouped_cv_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS) -> tuple[np.ndarray, list]:
+    """Leave-one-group-out predictions; alpha per outer fold from an inner leave-one-group-out CV."""
     pred = np.zeros_like(y, dtype=float)
     chosen = []
-    labels = np.unique(groups)
-    for g in labels:
+    for g in np.unique(groups):
         tr, te = groups != g, groups == g
-        best, best_alpha = -np.inf, alphas[0]
-        for alpha in alphas:
-            inner = np.zeros(tr.sum())
-            gt = groups[tr]
-            for h in np.unique(gt):
-                itr, ite = gt != h, gt == h
-                inner[ite] = ridge_fit_predict(x[tr][itr], y[tr][itr], x[tr][ite], alpha)
-            score = spearmanr(inner, y[tr]).correlation
-            if score > best:
-                best, best_alpha = score, alpha
-        chosen.append(best_alpha)
-        pred[te] = ridge_fit_predict(x[tr], y[tr], x[te], best_alpha)
+        alpha = choose_alpha(x[tr], y[tr], groups[tr], alphas)
+        chosen.append(alpha)
+        pred[te] = ridge_fit_predict(x[tr], y[tr], x[te], alpha)
     return pred, chosen
+
+
+def split_srccs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, splits) -> list[float]:
+    """Test SRCC per split (``biqabench.data.make_splits``), ridge fitted on each train part."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for sp in splits:
+        tr = np.concatenate([sp.train, sp.val])
+        alpha = choose_alpha(x[tr], y[tr], groups[tr])
+        pred = ridge_fit_predict(x[tr], y[tr], x[sp.test], alpha)
+        out.append(float(spearmanr(pred, y[sp.test]).correlation))
+    return out
 
 
 #: Feature variants probed, all global poolings of the frozen backbone's stage outputs.
@@ -97,15 +123,21 @@ def probe(backbone, table, runtime) -> dict:
     """SRCC of leave-one-content-out ridge predictions, per feature variant."""
     from scipy.stats import spearmanr
 
+    from biqabench.data import make_splits
+
     feats = pooled_features(backbone, table.paths, runtime)
     y = np.asarray(table.mos, dtype=float)
     groups = np.asarray(table.content)
+    splits = make_splits(table, n=10, seed=0, test_frac=0.2)
     result = {}
     for name, x in feats.items():
         pred, alphas = grouped_cv_predictions(x, y, groups)
         within = [spearmanr(pred[groups == g], y[groups == g]).correlation for g in np.unique(groups)]
+        per_split = split_srccs(x, y, groups, splits)
         result[name] = {"srcc": float(spearmanr(pred, y).correlation),
-                        "srcc_within_content": float(np.nanmean(within)), "alphas": alphas}
+                        "srcc_within_content": float(np.nanmean(within)),
+                        "srcc_splits": float(np.median(per_split)), "srcc_per_split": per_split,
+                        "alphas": alphas}
     return result
 
 
@@ -127,8 +159,11 @@ PROBE_CONFIG = {"crop_size": 96, "patch_size": 48}
 
 
 def run(backbone_name: str = "resnet18", steps: int = 1000, seed: int = 0, precision: str = "auto",
-        config: str | None = None, workdir: Path | None = None, progress: bool = True) -> dict:
-    """Pretrain, probe QPT and random weights; returns figures per feature variant."""
+        config: str | None = None, workdir: Path | None = None, progress: bool = True,
+        weights: str | None = None) -> dict:
+    """Pretrain (or take the QPT ``weights`` file given), probe QPT and random weights; returns
+    figures per feature variant.  With ``weights``, ``seed`` must be the seed that run used: the
+    random baseline is that run's initialisation."""
     import yaml
 
     from biqabench.backbones import create_backbone
@@ -146,22 +181,35 @@ def run(backbone_name: str = "resnet18", steps: int = 1000, seed: int = 0, preci
     runtime = get_runtime("cpu", precision)
     table = load_dataset("demo-a")
     t0 = time.time()
-    rec = run_qpt(PretrainRequest(backbone=backbone_name, data=str(pretraining_photos(tmp / "photos")), steps=steps,
-                                  config=config, seed=seed, device="cpu", precision=precision, run_dir=tmp / "run",
-                                  store=WeightsStore(tmp / "weights"), progress=progress))
-    pretrain_s = time.time() - t0
+    if weights is None:
+        weights = str(run_qpt(PretrainRequest(
+            backbone=backbone_name, data=str(pretraining_photos(tmp / "photos")), steps=steps, config=config,
+            seed=seed, device="cpu", precision=precision, run_dir=tmp / "run", store=WeightsStore(tmp / "weights"),
+            progress=progress)).file)
+        pretrain_s = round(time.time() - t0, 1)
+    else:
+        steps, pretrain_s = _manifest(weights).get("steps"), _manifest(weights).get("wall_time_s")
     torch.manual_seed(seed)  # the exact initialisation QPT started from (QPTTrainer.build seeds the same way)
     random_net = runtime.prepare(create_backbone(backbone_name, weights="random"))
     qpt_net = create_backbone(backbone_name, weights="random")
-    load_weights(qpt_net, str(rec.file), backbone_name=backbone_name)
+    load_weights(qpt_net, weights, backbone_name=backbone_name)
     qpt_net = runtime.prepare(qpt_net)
     return {
         "backbone": backbone_name, "steps": steps, "seed": seed, "precision": runtime.precision,
-        "config": config, "pretrain_seconds": round(pretrain_s, 1),
+        "config": config, "pretrain_seconds": pretrain_s,
         "dataset": f"demo-a ({len(table.paths)} images, {len(set(table.content))} contents)",
         "random": probe(random_net, table, runtime), "qpt": probe(qpt_net, table, runtime),
-        "weights": str(rec.file),
+        "weights": weights,
     }
+
+
+def _manifest(weights: str) -> dict:
+    """The weights store's manifest next to ``weights`` (steps, wall time), or {} for a bare file."""
+    path = Path(weights).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {**doc, **doc.get("extra", {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,20 +219,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--config", default=None, help="QPT config YAML (default: the CPU defaults on 96/48 px crops/patches)")
+    ap.add_argument("--weights", default=None, help="probe this QPT weights file instead of pretraining "
+                    "(give the --seed it was trained with: the random baseline is its initialisation)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     a = ap.parse_args(argv)
-    r = run(a.backbone, a.steps, a.seed, a.precision, a.config)
+    r = run(a.backbone, a.steps, a.seed, a.precision, a.config, weights=a.weights)
     if a.json:
         print(json.dumps(r, indent=2))
         return 0
     print(f"linear probe on {r['dataset']}, backbone {r['backbone']}, QPT {r['steps']} steps "
           f"({r['pretrain_seconds']} s), ridge with leave-one-content-out CV")
-    print(f"  {'features':12s} {'random SRCC':>12s} {'QPT SRCC':>10s}   {'random within':>13s} {'QPT within':>10s}")
+    print(f"  {'features':12s} {'pooled: random':>14s} {'QPT':>6s}   {'within: random':>14s} {'QPT':>6s}   "
+          f"{'splits: random':>14s} {'QPT':>6s}")
     for name in VARIANTS:
         rr, qq = r["random"][name], r["qpt"][name]
-        print(f"  {name:12s} {rr['srcc']:12.3f} {qq['srcc']:10.3f}   {rr['srcc_within_content']:13.3f} "
-              f"{qq['srcc_within_content']:10.3f}")
-    print("  (SRCC: pooled out-of-fold predictions; within: mean SRCC inside each content)")
+        print(f"  {name:12s} {rr['srcc']:14.3f} {qq['srcc']:6.3f}   {rr['srcc_within_content']:14.3f} "
+              f"{qq['srcc_within_content']:6.3f}   {rr['srcc_splits']:14.3f} {qq['srcc_splits']:6.3f}")
+    print("  pooled: SRCC of all leave-one-content-out predictions together; within: mean SRCC inside each\n"
+          "  held-out content; splits: median test SRCC over 10 seeded 80/20 content splits (eval's protocol)")
     return 0
 
 

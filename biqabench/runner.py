@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import yaml
 
-from biqabench import io
+from biqabench import distributed, io
 from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
@@ -188,18 +188,32 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
              resume: str | Path | None = None, progress: bool = True, **overrides: Any) -> Path:
     """Run the protocol; return the run folder (``results/runs/<id>``)."""
     from biqabench import results
-    from biqabench.data import PatchDataset, load_dataset, make_splits
-    from biqabench.interrupt import sigterm_as_interrupt
-    from biqabench.metrics import srcc
 
     started = time.time()
+    run_path: Path | None = None
     if resume is not None:
         run_path = results.load_run(resume).path if not Path(resume).is_dir() else Path(resume)
         cfg = load_eval_config(run_path / "config.yaml")
         started -= float(results.read_manifest(run_path).get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
-    runtime = get_runtime(cfg.device, cfg.precision)
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+        return _evaluate(cfg, runtime, run_path, run_dir, started, progress and distributed.is_main())
+
+
+def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir: str | Path | None,
+              started: float, progress: bool) -> Path:
+    """The protocol for a resolved config (``run_path`` set: resume that run).
+
+    Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
+    rank 0 alone writes the run folder and scores the test sets while the others wait.
+    """
+    from biqabench import results
+    from biqabench.data import PatchDataset, load_dataset, make_splits
+    from biqabench.interrupt import sigterm_as_interrupt
+    from biqabench.metrics import srcc
+
+    main = distributed.is_main()
     spec = head_spec(cfg.head)
     recipe, recipe_source = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
@@ -213,11 +227,12 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
     split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
                              val_frac=cfg.val_frac, official=cfg.official_split)
 
-    if resume is None:
+    if run_path is None and main:
         label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
         run_path = Path(run_dir) if run_dir else results.new_run_dir("eval", label)
         io.ensure_dir(run_path, "run folder")
         io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    run_path = distributed.broadcast(run_path)
     manifest = {
         "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
         "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
@@ -226,9 +241,11 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
+        "world_size": distributed.world_size(),
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
-    results.write_manifest(run_path, **manifest)
+    if main:
+        results.write_manifest(run_path, **manifest)
 
     workers = default_workers() if cfg.workers < 0 else cfg.workers
     caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
@@ -242,7 +259,8 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                     log.info("split %d already finished, skipping", k)
                     (split_dir / "checkpoint.pt").unlink(missing_ok=True)  # if stopped before its cleanup
                     continue
-                io.ensure_dir(split_dir, "split folder")
+                if main:
+                    io.ensure_dir(split_dir, "split folder")
                 seed = cfg.seed + k
                 torch.manual_seed(seed)
                 model = build_model(cfg, spec, recipe, state)
@@ -260,6 +278,9 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
                                     desc=f"split {k + 1}/{cfg.splits}")
+                if not main:  # rank 0 scores the test sets and writes the split
+                    distributed.barrier()
+                    continue
                 model.load_state_dict(result.best_state)
                 preds, rows = [], []
                 sets = [(train_name, "intra", train_table, split.test)]
@@ -279,18 +300,23 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
                     _save_model(model, run_path / "model.safetensors")
                 results.write_metrics(run_path, pd.DataFrame(rows), split=k)  # last: marks the split done
                 (split_dir / "checkpoint.pt").unlink(missing_ok=True)
+                distributed.barrier()
         except KeyboardInterrupt:
-            results.write_manifest(run_path, **{**manifest, "status": "interrupted",
-                                                "wall_seconds": time.time() - started})
+            if main:
+                results.write_manifest(run_path, **{**manifest, "status": "interrupted",
+                                                    "wall_seconds": time.time() - started})
             raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
                             f"{run_path}") from None
         except Exception as exc:  # a diverging loss, a full disk, a plugin's bug: say so in the manifest
             error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(BiqaError):  # the disk may be what failed
-                results.write_manifest(run_path, **{**manifest, "status": "failed", "error": error,
-                                                    "wall_seconds": time.time() - started})
+                if main:
+                    results.write_manifest(run_path, **{**manifest, "status": "failed", "error": error,
+                                                        "wall_seconds": time.time() - started})
             raise
-    finalize_run(run_path, manifest, started)
+    if main:
+        finalize_run(run_path, manifest, started)
+    distributed.barrier()
     return run_path
 
 

@@ -26,15 +26,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from biqabench import io
+from biqabench import distributed, io
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
 from biqabench.errors import BiqaError
@@ -84,7 +82,8 @@ class QPTConfig:
     in_batch_negatives: bool = True
     key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
     workers: int = 1             # DataLoader processes decoding images
-    threads: int = 0             # CPU intra-op threads; 0: auto (see cpu_threads)
+    threads: int = 1             # CPU intra-op threads; 0: auto (see cpu_threads). 1 is the robust
+                                 # choice for a small or shared CPU (see cpu_threads for measurements)
     checkpoint_every: int = 20
     optim: OptimConfig = field(default_factory=OptimConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
@@ -176,8 +175,8 @@ class QPTTrainer:
         self.total_steps = total_steps
         self.seed, self.rank, self.world = seed, rank, world
         params = [p for p in model.encoder_q.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
+        self.optimizer = runtime.optimizer(torch.optim.SGD, params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                           weight_decay=cfg.optim.weight_decay)
         self.scaler = runtime.grad_scaler()
         self.encode_query = None
         if world > 1:
@@ -314,29 +313,6 @@ def cpu_threads(requested: int = 0) -> int:
     return 1 if busy else torch.get_num_threads()
 
 
-def _dist_setup(runtime: Runtime) -> tuple[int, int, Runtime]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, runtime
-    if not dist.is_initialized():
-        backend = "nccl" if runtime.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if runtime.device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        runtime = Runtime(torch.device("cuda", local), runtime.precision)
-    return rank, world, runtime
-
-
-def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
-    if world <= 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def default_data() -> Path:
     try:
         from biqabench.data.embedded import pristine_dir
@@ -395,18 +371,16 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
     cfg = config_for_request(request)
     runtime = get_runtime(request.device, request.precision)
     threads_before = torch.get_num_threads()
-    rank, world, runtime = _dist_setup(runtime)
-    try:
-        if runtime.device.type == "cpu":
-            n = cpu_threads(cfg.threads)
-            if n != threads_before:
-                log.info("using %d CPU thread(s)", n)
-                torch.set_num_threads(n)
-        return _run(request, cfg, runtime, rank, world, on_step)
-    finally:
-        torch.set_num_threads(threads_before)
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    with distributed.process_group(runtime) as runtime:
+        try:
+            if runtime.device.type == "cpu":
+                n = cpu_threads(cfg.threads)
+                if n != threads_before:
+                    log.info("using %d CPU thread(s)", n)
+                    torch.set_num_threads(n)
+            return _run(request, cfg, runtime, distributed.rank(), distributed.world_size(), on_step)
+        finally:
+            torch.set_num_threads(threads_before)
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
@@ -472,7 +446,7 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
                 bar.update(1)
                 if on_step is not None:
                     on_step(step, stats)
-                if _any_rank(stop.signal is not None, world, runtime.device):
+                if distributed.any_rank(stop.signal is not None, runtime.device):
                     save(step)
                     bar.close()
                     msg = (f"interrupted at step {step}/{total}; checkpoint saved to {ckpt_path}. "
@@ -513,9 +487,6 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
         record = store.save(trainer.model.backbone.state_dict(), producer="qpt", backbone=backbone,
                             config=dataclasses.asdict(cfg), extra=extra)
         io.write_json(run_dir / "run.json", {"weights": str(record.file), **extra})
-    if world > 1:
-        box = [record]
-        dist.broadcast_object_list(box, src=0)
-        record = box[0]
+    record = distributed.broadcast(record)
     assert record is not None
     return record
