@@ -135,7 +135,7 @@ def our_scores(model, images: list[torch.Tensor], runtime, batch_images: int, se
     from biqabench.engine import predict_images
 
     stream = (image_patches(img, PATCH, CROPS, seed=(seed, offset + i)) for i, img in enumerate(images))
-    return predict_images(model, stream, runtime, batch_images=batch_images, progress=False)
+    return predict_images(model, stream, runtime, batch_patches=0, batch_images=batch_images, progress=False)
 
 
 @torch.no_grad()
@@ -185,7 +185,7 @@ def measure(n_images: int = 8, batch_images: int = 4, seed: int = 0, progress: b
     from biqabench.engine import predict_images
 
     t = time.perf_counter()
-    p_fast = predict_images(fast, stream_with_reference(), bf16, batch_images=batch_images, progress=False)
+    p_fast = predict_images(fast, stream_with_reference(), bf16, batch_patches=0, batch_images=batch_images, progress=False)
     t_ours = time.perf_counter() - t - t_ref
     p_ref = np.concatenate(pred_ref)
     p_exact = our_scores(exact, images, fp32, batch_images, seed)

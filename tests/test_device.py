@@ -41,3 +41,24 @@ def test_bad_device_or_precision_is_one_line(dev, prec, needle):
 def test_cuda_absent_message():
     with pytest.raises(BiqaError, match="CUDA is not available"):
         get_runtime("cuda")
+
+
+def test_runtime_optimizer_uses_fused_kernels_and_matches_the_default_update():
+    from biqabench.device import _fused_supported
+
+    rt = get_runtime("cpu", "fp32")
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(32))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    for cls, kw in ((torch.optim.Adam, {"weight_decay": 5e-4}), (torch.optim.SGD, {"momentum": 0.9})):
+        ours = rt.optimizer(cls, a, lr=1e-2, **kw)
+        plain = cls(b, lr=1e-2, **kw)
+        assert ours.defaults.get("fused") is (True if _fused_supported(cls, "cpu") else None)
+        for _ in range(5):
+            grads = [torch.randn_like(p) for p in a]
+            for p, q, g in zip(a, b, grads):
+                p.grad, q.grad = g.clone(), g.clone()
+            ours.step()
+            plain.step()
+        for p, q in zip(a, b):
+            assert torch.allclose(p, q, atol=1e-5), (cls, (p - q).abs().max())
