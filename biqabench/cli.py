@@ -128,13 +128,14 @@ def pretrain(
     epochs: Optional[int] = typer.Option(None, help="Stop after this many passes over --data."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step (default: the config's)."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side in pixels (default: the config's)."),
-    config: Optional[Path] = typer.Option(None, help="YAML overriding the strategy's defaults, e.g. configs/qpt_paper.yaml."),
+    config: Optional[Path] = typer.Option(None, help="YAML overriding the strategy's defaults, e.g. configs/qpt_pretrain_paper.yaml."),
     resume: bool = typer.Option(False, help="Continue the interrupted run from its last checkpoint."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
     seed: int = typer.Option(0, help="Seed for degradations, patches and initialisation."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default: the config's)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
 ) -> None:
     """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
     from biqabench.pretrain import pretrain as run_pretrain
@@ -142,7 +143,8 @@ def pretrain(
     registry("backbones").get(backbone)  # fail fast on a typo
     rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
                        patch_size=patch_size, config=str(config) if config else None, resume=resume,
-                       device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir)
+                       device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
+                       progress=not no_progress)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 

@@ -81,12 +81,13 @@ def register(app: typer.Typer) -> None:
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here (default: print it)."),
         device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
         precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     ) -> None:
         """Score images with a fine-tuned model (CSV: image, predicted MOS on the training set's scale)."""
         from biqabench import io
         from biqabench.predict import predict
 
-        df = predict(run, [str(p) for p in inputs], device=device, precision=precision)
+        df = predict(run, [str(p) for p in inputs], device=device, precision=precision, progress=not no_progress)
         if output:
             io.write_text(output, df.to_csv(index=False))
             typer.echo(f"wrote {len(df)} scores to {output}")

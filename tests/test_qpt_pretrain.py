@@ -15,7 +15,6 @@ from PIL import Image
 
 from biqabench import io
 from biqabench.backbones import TinyBackbone
-from biqabench.config import load_yaml
 from biqabench.errors import BiqaError
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsStore, load_weights
