@@ -188,7 +188,8 @@ def run(backbone_name: str = "resnet18", steps: int = 1000, seed: int = 0, preci
             progress=progress)).file)
         pretrain_s = round(time.time() - t0, 1)
     else:
-        steps, pretrain_s = _manifest(weights).get("steps"), _manifest(weights).get("wall_time_s")
+        made = _manifest(weights)
+        steps, pretrain_s = made.get("steps"), made.get("wall_time_s")
     torch.manual_seed(seed)  # the exact initialisation QPT started from (QPTTrainer.build seeds the same way)
     random_net = runtime.prepare(create_backbone(backbone_name, weights="random"))
     qpt_net = create_backbone(backbone_name, weights="random")

@@ -25,18 +25,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biqabench import distributed
 from biqabench.backbones import Backbone
 from biqabench_plugins.qpt.loss import qc_logits
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @torch.no_grad()
 def concat_all_gather(t: torch.Tensor) -> torch.Tensor:
     """Concatenate ``t`` from every process along dim 0 (no gradient); identity in one process."""
-    if not distributed():
+    if not distributed.active():
         return t
     out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
@@ -116,7 +113,7 @@ class KeyQueue(nn.Module):
 def shuffled_forward(encoder: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None,
                      splits: int = 1) -> torch.Tensor:
     """``encoder(x)`` computed on a shuffled batch (shuffle-BN), returned in the original order."""
-    if distributed():
+    if distributed.active():
         world, rank = dist.get_world_size(), dist.get_rank()
         x_all = concat_all_gather(x)
         perm = torch.randperm(x_all.shape[0], generator=generator).to(x.device)
