@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         test: Optional[str] = typer.Option(None, help="Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: demo-b."),
         splits: Optional[int] = typer.Option(None, help="Number of seeded train/test splits (seed, seed+1, ...). Default 10."),
         seed: Optional[int] = typer.Option(None, help="First split's seed. Default 0."),
+        splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (splits/split_<k>.csv) exactly: its id, a unique part, or its folder. Needed to compare two runs split by split."),
+        official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official train/val/test split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
+        val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Share of each split's training part held out to pick the epoch (default 0.1; 0: keep the final epoch)."),
         protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (frozen backbone)."),
         recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
         config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
@@ -40,7 +43,8 @@ def register(app: typer.Typer) -> None:
 
         overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
                          test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
-                         splits=splits, seed=seed, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
+                         splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
+                         val_frac=val_frac, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
                          device=device, precision=precision, workers=workers)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)

@@ -56,7 +56,7 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
     train = manifest["datasets"][manifest["train"]]
     # score new images the way the training images were seen (e.g. SPAQ-trained models at 512 px);
     # each file is decoded once, so keeping decoded pixels in memory would only grow with the inputs
-    cache = ImageCache(resize=int((train.get("options") or {}).get("resize") or 0) or recipe.resize, memory_bytes=0)
+    cache = ImageCache(resize=(train.get("options") or {}).get("resize") or recipe.resize, memory_bytes=0)
 
     from biqabench.data import image_patches
 

@@ -381,13 +381,16 @@ def summary_table(metrics_df: pd.DataFrame) -> pd.DataFrame:
 
 
 _META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "train_sets", "test", "test_sets",
-                "splits", "seeds", "device", "precision", "wall_seconds", "wall_time_s", "created",
-                "finished", "git_commit")
+                "splits", "seeds", "splits_from", "test_frac", "val_frac", "model_selection", "input_size",
+                "training_target", "weights_file", "weights_sha256", "deterministic", "device", "precision",
+                "wall_seconds", "wall_time_s", "created", "finished", "git_commit")
 
 
 def _meta_value(v: Any) -> str | None:
     if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
         return ", ".join(str(x) for x in v)
+    if isinstance(v, dict) and v and all(isinstance(x, (str, int, float)) for x in v.values()):
+        return "; ".join(f"{k}: {x}" for k, x in v.items())  # e.g. input_size per dataset
     if isinstance(v, float):
         return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
     if isinstance(v, (str, int)):

@@ -31,6 +31,7 @@ from biqabench.device import Runtime, get_runtime
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
+from biqabench.protocol import effective_resize, input_size, model_selection, plan_splits
 from biqabench.weights import remap_state_dict, resolve_state_dict
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,11 @@ class EvalConfig:
     splits: int = 10
     seed: int = 0
     protocol: str = "finetune"         # finetune | linear-probe
-    test_frac: float = 0.2
-    val_frac: float = 0.1              # share of the train split used for model selection
+    test_frac: float = 0.2             # share of contents (or images) in each split's test part
+    val_frac: float = 0.1              # share of the *training* part held out for model selection
+                                       # (0: no validation; the final epoch of the schedule is kept)
     official_split: bool = False
+    splits_from: str = ""              # a run (id or folder) whose split files to reuse exactly
     recipe: str = "auto"               # auto (cpu on CPU, paper elsewhere) | paper | cpu | a YAML path
     recipe_overrides: dict = field(default_factory=dict)
     data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
@@ -160,8 +163,7 @@ def dataset_cache(table, recipe: Recipe, workers: int):
     worker and each epoch reuse one decode."""
     from biqabench.data import ImageCache, default_cache_folder
 
-    resize = int(table.options.get("resize") or 0) or recipe.resize
-    return ImageCache(resize=resize, folder=default_cache_folder() if workers > 0 else None)
+    return ImageCache(resize=effective_resize(table, recipe), folder=default_cache_folder() if workers > 0 else None)
 
 
 def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | None) -> IQAHead:
@@ -209,7 +211,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     rank 0 alone writes the run folder and scores the test sets while the others wait.
     """
     from biqabench import results
-    from biqabench.data import PatchDataset, load_dataset, make_splits
+    from biqabench.data import PatchDataset, load_dataset
+    from biqabench.data.splitfiles import write_split_files
     from biqabench.interrupt import sigterm_as_interrupt
     from biqabench.metrics import srcc
 
@@ -224,8 +227,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
     train_table = load_dataset(train_name, root, **opts(train_name))
     test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
-    split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
-                             val_frac=cfg.val_frac, official=cfg.official_split)
+    split_list, splits_source = plan_splits(cfg, train_table, run_path)
 
     if run_path is None and main:
         label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
@@ -233,15 +235,23 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
         io.ensure_dir(run_path, "run folder")
         io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     run_path = distributed.broadcast(run_path)
+    if main and splits_source != "own files":  # a resumed run keeps the files it started with
+        split_records = write_split_files(run_path, train_table, split_list)
+    else:
+        split_records = results.read_manifest(run_path).get("split_files") if main else None
     manifest = {
         "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
         "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
-        "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
+        "splits": len(split_list), "seeds": [int(s.seed) for s in split_list], "device": str(runtime.device),
         "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
         "world_size": distributed.world_size(),
+        "split_files": split_records, "splits_from": splits_source,
+        "test_frac": cfg.test_frac, "val_frac": cfg.val_frac,
+        "model_selection": model_selection(split_list, cfg.val_frac),
+        "input_size": {t.name: input_size(t, recipe) for t in [train_table, *test_tables.values()]},
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
     if main:
@@ -261,7 +271,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                     continue
                 if main:
                     io.ensure_dir(split_dir, "split folder")
-                seed = cfg.seed + k
+                seed = int(split.seed)
                 torch.manual_seed(seed)
                 model = build_model(cfg, spec, recipe, state)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
@@ -277,7 +287,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    desc=f"split {k + 1}/{len(split_list)}")
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue

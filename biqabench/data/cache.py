@@ -54,13 +54,15 @@ def default_cache_folder() -> Path:
 class ImageCache:
     """Decoded uint8 images, (3, H, W), keyed by file.
 
-    ``resize``: shorter side in pixels after decoding (0 keeps the original size).
+    ``resize``: shorter side in pixels after decoding (0 keeps the original size), or (W, H).
     ``folder``: a disk cache folder (None: memory only).  ``memory_bytes``: per-process budget of
     the memory layer (default 2 GiB or ``$BIQABENCH_CACHE_MEMORY_MB``; 0 disables it).
     """
 
     def __init__(self, resize: int = 0, folder: Path | str | None = None, memory_bytes: int | None = None):
-        self.resize = int(resize or 0)
+        from biqabench.data.images import parse_resize
+
+        self.resize = parse_resize(resize)  # N (short side) or (W, H)
         self.folder = Path(folder) if folder is not None else None
         self.memory_bytes = _memory_budget() if memory_bytes is None else int(memory_bytes)
         self._mem: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -137,21 +137,59 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def read_image(path: str | os.PathLike, resize: int = 0) -> Image.Image:
+def parse_resize(value) -> int | tuple[int, int]:
+    """A resize option: ``0`` (as stored), ``N`` (shorter side N px, aspect kept) or ``"WxH"``
+    (exactly W x H px, as the reference loaders' ``Resize((512, 512))`` for BID and FLIVE)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        w, h = (int(v) for v in value)
+    elif isinstance(value, str) and "x" in value.lower():
+        try:
+            w, h = (int(v) for v in value.lower().split("x"))
+        except ValueError:
+            raise BiqaError(f"resize {value!r} is not N (short side) or WxH, e.g. 512 or 512x384") from None
+    else:
+        try:
+            n = int(value or 0)
+        except (TypeError, ValueError):
+            raise BiqaError(f"resize {value!r} is not N (short side) or WxH, e.g. 512 or 512x384") from None
+        if n < 0:
+            raise BiqaError(f"resize must be >= 0 (short side in pixels, 0 = as is), got {n}")
+        return n
+    if w < 1 or h < 1:
+        raise BiqaError(f"resize {value!r}: width and height must be at least 1 px")
+    return (w, h)
+
+
+def describe_resize(value) -> str:
+    """Words for a resize option (manifests and summaries)."""
+    size = parse_resize(value)
+    if isinstance(size, tuple):
+        return f"resized to {size[0]}x{size[1]} px"
+    return f"short side {size} px" if size else "as stored"
+
+
+def _target_size(w: int, h: int, resize: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(resize, tuple):
+        return resize
+    scale = resize / min(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def read_image(path: str | os.PathLike, resize: int | tuple[int, int] | str = 0) -> Image.Image:
     """Decode one image as 8-bit RGB with EXIF orientation applied.
 
-    ``resize`` > 0 scales it so its *shorter* side is ``resize`` pixels (aspect kept), the way
-    recipes shrink SPAQ's ~4000x3000 photos; large JPEGs are first decoded at a reduced DCT
-    scale (``draft``), which makes that several times faster.
+    ``resize`` N > 0 scales it so its *shorter* side is N pixels (aspect kept), the way
+    recipes shrink SPAQ's ~4000x3000 photos; ``(W, H)`` or ``"WxH"`` scales it to exactly that
+    size.  Large JPEGs are first decoded at a reduced DCT scale (``draft``), several times faster.
     """
     path = Path(path)
+    resize = parse_resize(resize)
     src = im = open_image(path)
     try:
         if resize and im.format == "JPEG":
-            short = min(im.size)
-            if short >= 2 * resize:
-                scale = resize / short
-                im.draft("RGB", (max(1, int(im.width * scale)), max(1, int(im.height * scale))))
+            tw, th = _target_size(im.width, im.height, resize)
+            if im.width >= 2 * tw and im.height >= 2 * th:
+                im.draft("RGB", (tw, th))
         try:
             im.load()
         except OSError as exc:
@@ -164,17 +202,15 @@ def read_image(path: str | os.PathLike, resize: int = 0) -> Image.Image:
             pass
         out = _to_rgb(im)
         if resize:
-            w, h = out.size
-            scale = resize / min(w, h)
-            if abs(scale - 1.0) > 1e-9:
-                out = out.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                 Image.Resampling.BICUBIC)
+            size = _target_size(*out.size, resize)
+            if size != out.size:
+                out = out.resize(size, Image.Resampling.BICUBIC)
         return out
     finally:
         src.close()
 
 
-def decode_array(path: str | os.PathLike, resize: int = 0) -> np.ndarray:
+def decode_array(path: str | os.PathLike, resize: int | tuple[int, int] | str = 0) -> np.ndarray:
     """The image as a contiguous uint8 array of shape (3, H, W) (channels first, as torch wants)."""
     arr = np.asarray(read_image(path, resize), dtype=np.uint8)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -68,7 +68,7 @@ def read_raw(name: str, root: str | os.PathLike | None = None, **options: Any) -
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, *, skip_bad: bool = False,
-                 resize: int | None = None, check: str = "header", progress: bool = True,
+                 resize: int | str | None = None, check: str = "header", progress: bool = True,
                  **options: Any) -> IQATable:
     """Read, validate and return a dataset, ready for :func:`make_splits` and :class:`PatchDataset`.
 
@@ -80,10 +80,11 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, skip_bad: 
     spec = get_spec(name)
     table = read_raw(name, root, **options)
     table = validate_table(table, check=check, skip_bad=skip_bad, progress=progress)
-    size = spec.default_resize if resize is None else int(resize)
-    if size < 0:
-        raise BiqaError(f"resize must be >= 0 (short side in pixels, 0 = as is), got {size}")
-    table.options["resize"] = size
+    from biqabench.data.images import parse_resize
+
+    size = spec.default_resize if resize is None else resize
+    parsed = parse_resize(size)  # N (short side), or "WxH" for an exact size as reference loaders use
+    table.options["resize"] = parsed if isinstance(parsed, int) else f"{parsed[0]}x{parsed[1]}"
     for key, value in options.items():
         table.options.setdefault(key, value)
     return table

@@ -50,10 +50,19 @@ def _arr(idx) -> np.ndarray:
 
 
 def random_split(table: IQATable, seed: int, test_frac: float = 0.2, val_frac: float = 0.0) -> Split:
-    """One seeded split; by content when the table has content ids, else by image."""
-    if not 0.0 <= test_frac < 1.0 or not 0.0 <= val_frac < 1.0 or test_frac + val_frac >= 1.0:
-        raise BiqaError(f"split fractions must satisfy 0 <= test, val and test + val < 1 "
-                        f"(got test_frac={test_frac}, val_frac={val_frac})")
+    """One seeded split; by content when the table has content ids, else by image.
+
+    ``test_frac`` of the units (contents, or images) form the test part; the validation part
+    (model selection) is ``val_frac`` of the *remaining training* units, as in the papers' 80/20
+    protocol: with the defaults 0.2 / 0.1 an image is tested with probability 20%, validates with
+    8% and trains with 72%.  The test part does not depend on ``val_frac`` (units are taken in one
+    seeded order: the test part first, then the validation part), so runs with and without a
+    validation part are tested on the same images.
+    """
+    if not 0.0 <= test_frac < 1.0 or not 0.0 <= val_frac < 1.0:
+        raise BiqaError(f"split fractions must satisfy 0 <= test_frac < 1 and 0 <= val_frac < 1 "
+                        f"(got test_frac={test_frac}, val_frac={val_frac}; val_frac is a share of the "
+                        "training part)")
     if table.content is not None:
         units_of = [str(c) for c in table.content]
     else:
@@ -64,9 +73,9 @@ def random_split(table: IQATable, seed: int, test_frac: float = 0.2, val_frac: f
         raise BiqaError(f"dataset {table.name!r} has {n} "
                         f"{'content' if table.content is not None else 'image'}(s): too few to split")
     n_test = int(round(test_frac * n))
-    n_val = int(round(val_frac * n))
     if test_frac > 0:
         n_test = max(1, n_test)
+    n_val = int(round(val_frac * (n - n_test)))
     if val_frac > 0:
         n_val = max(1, n_val)
     if n_test + n_val >= n:
@@ -100,6 +109,8 @@ def make_splits(table: IQATable, n: int = 10, seed: int = 0, test_frac: float = 
                 val_frac: float = 0.0, official: bool = False) -> list[Split]:
     """``n`` seeded splits (seeds ``seed, seed+1, ...``), or the official one when ``official``.
 
+    ``val_frac`` is the share of each split's *training* part held out for model selection.
+
     The official split is a single split whatever ``n`` is (repeating it would only repeat
     the same numbers).  Where an official split has no validation part and ``val_frac`` > 0,
     a validation part is carved out of its training part (by content where known).
@@ -108,7 +119,7 @@ def make_splits(table: IQATable, n: int = 10, seed: int = 0, test_frac: float = 
         split = official_split(table, seed)
         if val_frac > 0 and not len(split.val):
             sub = table.subset(split.train)
-            inner = random_split(sub, seed, test_frac=val_frac, val_frac=0.0)
+            inner = random_split(sub, seed, test_frac=val_frac, val_frac=0.0)  # val inside train
             split = Split(_arr(split.train[inner.train]), _arr(split.train[inner.test]), split.test, seed)
         return [split]
     if n < 1:

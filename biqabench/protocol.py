@@ -1,0 +1,78 @@
+"""The protocol's decisions, each said in words for the manifest and the summary.
+
+Which splits a run uses (fresh seeded ones, the official one, another run's files, or, on resume,
+its own files), which epoch it keeps (best validation SRCC, or the schedule's final epoch when
+there is no validation part) and what each dataset's images look like before cropping (the
+folder they come from and the resize).  ``docs/protocol.md`` explains every one of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from biqabench.errors import BiqaError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from biqabench.data.splits import Split
+    from biqabench.data.table import IQATable
+    from biqabench.heads import Recipe
+    from biqabench.runner import EvalConfig
+
+#: A validation part smaller than this cannot rank epochs; the final epoch is kept instead.
+MIN_VAL_IMAGES = 3
+
+
+def plan_splits(cfg: "EvalConfig", table: "IQATable", run_path: Path | None) -> tuple[list["Split"], str]:
+    """(splits, where they came from): ``own files`` when resuming a run that recorded them, the
+    source run's id with ``splits_from``, else ``official`` or ``seeds <first>..<last>``."""
+    from biqabench import results
+    from biqabench.data import make_splits
+    from biqabench.data.splitfiles import load_run_splits, run_split_files
+
+    if run_path is not None and run_split_files(run_path):
+        seeds = results.read_manifest(run_path).get("seeds")
+        return load_run_splits(run_path, table, seeds), "own files"
+    if cfg.splits_from:
+        try:
+            source = results.load_run(cfg.splits_from)
+        except BiqaError as exc:
+            raise BiqaError(f"--splits-from: {exc}") from None
+        trained_on = source.get("train")
+        if trained_on and trained_on != table.name:
+            raise BiqaError(f"--splits-from {source.id}: that run split {trained_on!r}, this one trains on "
+                            f"{table.name!r}; give a run on the same training set")
+        return load_run_splits(source.path, table, source.get("seeds")), source.id
+    splits = make_splits(table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac, val_frac=cfg.val_frac,
+                         official=cfg.official_split)
+    if cfg.official_split:
+        return splits, "official"
+    return splits, f"seeds {splits[0].seed}..{splits[-1].seed}"
+
+
+def model_selection(splits: list["Split"], val_frac: float) -> str:
+    """How the epoch whose weights are tested is chosen, in words."""
+    if splits and all(len(s.val) >= MIN_VAL_IMAGES for s in splits):
+        share = f"{val_frac:.0%} of the training part" if val_frac > 0 else "the split's own validation part"
+        return f"epoch with the best validation SRCC (validation: {share}; never the test part)"
+    if val_frac > 0:
+        return (f"final epoch of the fixed schedule (validation part under {MIN_VAL_IMAGES} images in some "
+                "split, too small to rank epochs)")
+    return "final epoch of the fixed schedule (val_frac 0: no validation part, all training images train)"
+
+
+def effective_resize(table: "IQATable", recipe: "Recipe"):
+    """What images are resized to before cropping: the dataset's option wins over the recipe's."""
+    return table.options.get("resize") or recipe.resize or 0
+
+
+def input_size(table: "IQATable", recipe: "Recipe") -> str:
+    """E.g. ``512x384 folder, as stored`` or ``short side 512 px`` or ``resized to 512x512``."""
+    from biqabench.data.images import describe_resize
+
+    folder = table.options.get("images")
+    size = describe_resize(effective_resize(table, recipe))
+    return f"{folder} folder, {size}" if folder else size
+
+
+__all__ = ["MIN_VAL_IMAGES", "effective_resize", "input_size", "model_selection", "plan_splits"]
