@@ -169,6 +169,20 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def paired_gain_text(df: pd.DataFrame, baseline: str) -> str:
+    """The gain split by split (every job of a matrix uses the same seeds, hence the same splits):
+    median delta, its bootstrap CI and the Wilcoxon p-value (:mod:`biqabench.compare`)."""
+    from biqabench.compare import paired_gain
+    from biqabench.results import render_table
+
+    table = paired_gain(df, baseline)
+    if table.empty:
+        return ""
+    return (f"\n## Paired gain per split (vs {baseline})\n\n" + render_table(table, "markdown")
+            + "\n\nmedian of per-split deltas; 95% CI: percentile bootstrap (scipy.stats.bootstrap); "
+              "Wilcoxon: two-sided signed-rank p-value of the per-split deltas.\n")
+
+
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     from biqabench.results import paper_table, render_table, weight_gain
 
@@ -184,7 +198,7 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
         gain_text = f"(not available: {exc})"
     parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
              f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
-             f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n"]
+             f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n", paired_gain_text(df, baseline)]
     io.write_text(folder / "table.md", "\n".join(parts))
     io.write_text(folder / "table.tex", render_table(table, "latex"))
     io.write_text(folder / "table.csv", render_table(table, "csv"))

@@ -41,6 +41,7 @@ class Recipe:
     resize: int = 0              # resize the short side to this before cropping (0: as is)
     hflip: bool = True           # random horizontal flips of training patches
     vflip: bool = False          # random vertical flips of training patches (TReS's reference code)
+    target: str = "normalised"   # what the loss sees: normalised (0..1) | native (the dataset's MOS scale)
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
@@ -61,6 +62,9 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
         value = getattr(recipe, key)
         if not 0 <= value < float("inf"):
             raise BiqaError(f"{where}: {key} must be a finite number >= 0, got {value}")
+    from biqabench.targets import check_target
+
+    check_target(recipe.target, where)
     if str(recipe.optimizer).lower() not in ("adam", "adamw", "sgd"):
         raise BiqaError(f"{where}: optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
     top = recipe.lr * max(1.0, recipe.head_lr_mult)

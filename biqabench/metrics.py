@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from biqabench.stats import bootstrap_ci
+
 log = logging.getLogger(__name__)
 
 #: Fewer points than this cannot pin down four logistic parameters sensibly.
@@ -113,6 +115,20 @@ def logistic4(x, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     return (b1 - b2) * special.expit((np.asarray(x, dtype=np.float64) - b3) / scale) + b2
 
 
+def logistic5(x, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
+    """VQEG 5-parameter logistic ``b1 * (1/2 - 1 / (1 + exp(b2 (x - b3)))) + b4 x + b5``.
+
+    The logistic part plus a linear term (VQEG FR-TV Phase II); ``1/2 - 1/(1 + e^t)`` is written
+    as ``expit(t) - 1/2`` so large arguments do not overflow.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return b1 * (special.expit(b2 * (x - b3)) - 0.5) + b4 * x + b5
+
+
+#: ``plcc_fit`` values: the mapping applied before PLCC (logistic) and RMSE (logistic).
+PLCC_FITS = ("logistic4", "logistic5")
+
+
 @dataclass(frozen=True)
 class Mapping:
     """A fitted monotonic map from predictions to the MOS scale, and how it was obtained."""
@@ -124,7 +140,7 @@ class Mapping:
     def __call__(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if self.kind == MAPPING_LOGISTIC:
-            return logistic4(x, *self.params)
+            return logistic4(x, *self.params) if len(self.params) == 4 else logistic5(x, *self.params)
         if self.kind == MAPPING_LINEAR:
             slope, intercept = self.params
             return slope * x + intercept
@@ -142,8 +158,8 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, reason: str) -> Mapping:
     return Mapping(MAPPING_LINEAR, (float(slope), float(intercept)), reason)
 
 
-def fit_logistic(pred, mos) -> Mapping:
-    """Fit the 4-parameter logistic from MOS-scale initial values; fall back, never raise.
+def fit_logistic(pred, mos, kind: str = "logistic4") -> Mapping:
+    """Fit the 4-parameter (or, ``kind="logistic5"``, the 5-parameter) logistic; fall back, never raise.
 
     The fit runs on standardised predictions and MOS (z-scores) so the same starting points work
     whatever the scales are; the parameters are converted back.  Three starts are tried and the
@@ -167,8 +183,9 @@ def fit_logistic(pred, mos) -> Mapping:
     slope = _pearson(xz, yz)  # least-squares slope on z-scores; intercept 0
     if slope < 0:  # anti-correlated (e.g. a lower-is-better score): a falling curve
         hi, lo = lo, hi
-    wide = 3.0  # near x = b3 the logistic has slope (b1 - b2) / (4 |b4|): match the line there
-    starts = ([hi, lo, 0.0, 0.25], [hi, lo, 0.0, 1.0], [2 * wide * slope, -2 * wide * slope, 0.0, wide])
+    if kind not in PLCC_FITS:
+        raise ValueError(f"plcc_fit {kind!r} is not one of {', '.join(PLCC_FITS)}")
+    func, starts = _logistic_starts(kind, hi, lo, slope)
     line_sse = float(np.sum((slope * xz - yz) ** 2))
     best: tuple[float, np.ndarray] | None = None
     reason = "logistic fit failed"
@@ -176,7 +193,7 @@ def fit_logistic(pred, mos) -> Mapping:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # OptimizeWarning about the covariance is irrelevant here
-                params, _ = optimize.curve_fit(logistic4, xz, yz, p0=p0, maxfev=20000)
+                params, _ = optimize.curve_fit(func, xz, yz, p0=p0, maxfev=20000)
         except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning) as exc:
             reason = f"logistic fit failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             continue
@@ -184,7 +201,7 @@ def fit_logistic(pred, mos) -> Mapping:
         if not np.all(np.isfinite(params)):
             reason = "logistic fit gave non-finite parameters"
             continue
-        fitted = logistic4(xz, *params)
+        fitted = func(xz, *params)
         if not np.all(np.isfinite(fitted)) or _is_constant(fitted):
             reason = "logistic fit maps every prediction to one value"
             continue
@@ -196,11 +213,26 @@ def fit_logistic(pred, mos) -> Mapping:
     if best is None:
         log.debug("falling back to a linear mapping: %s", reason)
         return _fit_linear(x, y, reason)
+    if kind == "logistic5":  # back from z-scores: y = my + sy * f((x - mx) / sx)
+        b1, b2, b3, b4, b5 = (float(p) for p in best[1])
+        return Mapping(MAPPING_LOGISTIC, (sy * b1, b2 / sx, mx + sx * b3, sy * b4 / sx, my + sy * b5 - sy * b4 * mx / sx))
     b1, b2, b3, b4 = (float(p) for p in best[1])
     return Mapping(MAPPING_LOGISTIC, (my + sy * b1, my + sy * b2, mx + sx * b3, sx * abs(b4)))
 
 
-def compute_metrics(pred, mos) -> dict:
+def _logistic_starts(kind: str, hi: float, lo: float, slope: float):
+    """The curve and its starting points on z-scores: steep and gentle S-curves between the MOS
+    extremes, and a nearly straight one matching the least-squares line (``slope``)."""
+    if kind == "logistic5":
+        sign = 1.0 if slope >= 0 else -1.0
+        rng = abs(hi - lo)
+        return logistic5, ([rng * sign, 4.0, 0.0, 0.0, 0.0], [rng * sign, 1.0, 0.0, 0.0, 0.0],
+                           [0.1 * sign, 1.0, 0.0, slope, 0.0])
+    wide = 3.0  # near x = b3 the logistic has slope (b1 - b2) / (4 |b4|): match the line there
+    return logistic4, ([hi, lo, 0.0, 0.25], [hi, lo, 0.0, 1.0], [2 * wide * slope, -2 * wide * slope, 0.0, wide])
+
+
+def compute_metrics(pred, mos, plcc_fit: str = "logistic4") -> dict:
     """All per-test-set numbers for one split.
 
     Returns ``n`` (pairs used), ``n_invalid`` (pairs dropped for a NaN/inf prediction or MOS),
@@ -213,7 +245,7 @@ def compute_metrics(pred, mos) -> dict:
     n_invalid = int((~keep).sum())
     if n_invalid:
         log.warning("%d of %d prediction/MOS pairs are NaN or infinite and were left out", n_invalid, keep.size)
-    mapping = fit_logistic(x, y)
+    mapping = fit_logistic(x, y, plcc_fit)
     mapped = mapping(x)
     return {
         "n": int(x.size),
@@ -224,6 +256,7 @@ def compute_metrics(pred, mos) -> dict:
         "plcc_logistic": _pearson(mapped, y),
         "rmse_logistic": rmse(mapped, y) if x.size else math.nan,
         "mapping": mapping.kind,
+        "plcc_fit": plcc_fit,
     }
 
 
@@ -232,8 +265,8 @@ def aggregate(values: Sequence[float], n_boot: int = 2000, seed: int = 0, confid
     """Median, mean, sample std and a bootstrap interval of the median over splits.
 
     NaN values (a split whose metric was undefined) are left out and counted in ``n_nan``.  The
-    interval is the percentile bootstrap of the median with a seeded generator, so the same
-    values always give the same interval.
+    interval is ``scipy.stats.bootstrap``'s percentile interval of the median with a seeded
+    generator (:func:`biqabench.stats.bootstrap_ci`), so the same values give the same interval.
     """
     a = np.asarray(list(values), dtype=np.float64).reshape(-1)
     finite = a[np.isfinite(a)]
@@ -245,19 +278,7 @@ def aggregate(values: Sequence[float], n_boot: int = 2000, seed: int = 0, confid
     out["median"] = float(np.median(finite))
     out["mean"] = float(finite.mean())
     out["std"] = float(finite.std(ddof=1)) if n > 1 else math.nan
-    if n == 1:
-        out["ci_low"] = out["ci_high"] = out["median"]
-        return out
-    rng = np.random.default_rng(seed)
-    medians = np.empty(n_boot)
-    rows_per_chunk = max(1, 1_000_000 // n)  # bound memory for long value lists
-    for start in range(0, n_boot, rows_per_chunk):
-        stop = min(n_boot, start + rows_per_chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        medians[start:stop] = np.median(finite[idx], axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(medians, [alpha, 1.0 - alpha])
-    out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    out["ci_low"], out["ci_high"] = bootstrap_ci(finite, confidence=confidence, n_resamples=n_boot, seed=seed)
     return out
 
 

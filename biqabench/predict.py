@@ -62,7 +62,10 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
 
     stream = (image_patches(cache.get(f), recipe.patch_size, recipe.test_patches, seed=_test_seed(f.name, cfg.seed))
               for f in files)
-    norm = predict_images(model, stream, runtime, progress=progress)
+    from biqabench.targets import to_normalised
+
+    raw = predict_images(model, stream, runtime, progress=progress)  # on the scale the head trained on
+    norm = to_normalised(tuple(train["scale"]), bool(train["higher_better"]), raw, recipe.target)
     lo, hi = train["scale"]
     native = lo + norm * (hi - lo) if train["higher_better"] else hi - norm * (hi - lo)
     return pd.DataFrame({"image": [str(f) for f in files], "pred": native, "pred_norm": norm,

@@ -381,7 +381,7 @@ def summary_table(metrics_df: pd.DataFrame) -> pd.DataFrame:
 
 
 _META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "train_sets", "test", "test_sets",
-                "splits", "seeds", "splits_from", "test_frac", "val_frac", "model_selection", "input_size",
+                "splits", "seeds", "splits_from", "test_frac", "val_frac", "model_selection", "plcc_fit", "input_size",
                 "training_target", "weights_file", "weights_sha256", "deterministic", "device", "precision",
                 "wall_seconds", "wall_time_s", "created", "finished", "git_commit")
 
@@ -427,10 +427,11 @@ def write_summary(run_dir: str | os.PathLike, metrics_df: pd.DataFrame | None = 
         lines += [tabulate(table, headers="keys", tablefmt="github", showindex=False, disable_numparse=True), ""]
         lines += [
             (f"SRCC and PLCC are medians over splits; the 95% CI is a percentile bootstrap of the median "
-             f"({_N_BOOT} resamples, seed {_BOOT_SEED}); mean ± std uses the sample std. PLCC (raw) is Pearson's "
-             f"correlation of the raw predictions; PLCC (logistic) and RMSE (logistic) follow a 4-parameter "
+             f"(scipy.stats.bootstrap, {_N_BOOT} resamples, seed {_BOOT_SEED}); mean ± std uses the sample std. PLCC (raw) is Pearson's "
+             f"correlation of the raw predictions; PLCC (logistic) and RMSE (logistic) follow a "
+             f"{'5-parameter (VQEG)' if info.get('plcc_fit') == 'logistic5' else '4-parameter'} "
              f"logistic mapping of predictions onto the MOS scale ('fallback maps' counts splits where that fit "
-             f"was impossible and a linear or no mapping was used)."), "",
+             f"was impossible and a linear or no mapping was used). docs/protocol.md says what every number is."), "",
         ]
     return io.write_text(run_dir / SUMMARY, "\n".join(lines))
 
@@ -486,11 +487,10 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Short name for table columns: ``head/weights`` when known, else the label or the id."""
-        head, weights = self.get("head"), self.get("weights")
-        if head and weights:
-            return f"{head}/{weights}"
-        return str(self.get("label") or self.id)
+        """Short name for table columns: ``head/weights/backbone`` when known, else the label or the id."""
+        from biqabench.compare import run_label
+
+        return run_label(self)
 
 
 def _run_ids(parent: Path) -> list[str]:

@@ -32,6 +32,7 @@ from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
 from biqabench.protocol import effective_resize, input_size, model_selection, plan_splits
+from biqabench.targets import describe as describe_target, to_normalised, training_targets
 from biqabench.weights import remap_state_dict, resolve_state_dict
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class EvalConfig:
                                        # (0: no validation; the final epoch of the schedule is kept)
     official_split: bool = False
     splits_from: str = ""              # a run (id or folder) whose split files to reuse exactly
+    plcc_fit: str = "logistic4"        # mapping before PLCC/RMSE (logistic): logistic4 | logistic5 (VQEG)
     recipe: str = "auto"               # auto (cpu on CPU, paper elsewhere) | paper | cpu | a YAML path
     recipe_overrides: dict = field(default_factory=dict)
     data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
@@ -96,6 +98,10 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    from biqabench.metrics import PLCC_FITS
+
+    if cfg.plcc_fit not in PLCC_FITS:
+        raise BiqaError(f"{key('plcc_fit')} {cfg.plcc_fit!r} is not one of {', '.join(PLCC_FITS)}")
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -174,12 +180,13 @@ def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | N
     return create_head(spec.name, backbone, recipe=recipe)
 
 
-def _metrics_rows(split: int, train_name: str, test_name: str, kind: str, table, idx, pred_norm) -> tuple[list, dict]:
+def _metrics_rows(split: int, train_name: str, test_name: str, kind: str, table, idx, pred_norm,
+                  plcc_fit: str = "logistic4") -> tuple[list, dict]:
     from biqabench.metrics import compute_metrics
 
     mos = table.mos[idx]
     pred = table.to_native(pred_norm)
-    m = compute_metrics(pred, mos)
+    m = compute_metrics(pred, mos, plcc_fit)
     row = {"split": split, "train_set": train_name, "test_set": test_name, "kind": kind, **m}
     preds = [{"split": split, "test_set": test_name, "image": table.names[i], "mos": float(mos[j]),
               "pred": float(pred[j]), "pred_norm": float(pred_norm[j])} for j, i in enumerate(idx)]
@@ -249,7 +256,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                      for t in [train_table, *test_tables.values()]},
         "world_size": distributed.world_size(),
         "split_files": split_records, "splits_from": splits_source,
-        "test_frac": cfg.test_frac, "val_frac": cfg.val_frac,
+        "test_frac": cfg.test_frac, "val_frac": cfg.val_frac, "plcc_fit": cfg.plcc_fit,
+        "training_target": describe_target(train_table, recipe.target),
         "model_selection": model_selection(split_list, cfg.val_frac),
         "input_size": {t.name: input_size(t, recipe) for t in [train_table, *test_tables.values()]},
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
@@ -260,6 +268,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     workers = default_workers() if cfg.workers < 0 else cfg.workers
     caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
     cache = caches[train_name]
+    # a head trained on native MOS (TReS) gives scores on the *training* set's scale: normalise them once
+    as_norm = lambda p: to_normalised(train_table.scale, train_table.higher_better, p, recipe.target)  # noqa: E731
     done = set(results.completed_splits(run_path))
     with sigterm_as_interrupt():
         try:
@@ -276,14 +286,14 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                 model = build_model(cfg, spec, recipe, state)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip)
+                                        vflip=recipe.vflip, targets=training_targets(train_table, recipe.target))
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]
 
                     def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
                         pred = score_table(m, train_table, _idx, cache, recipe, runtime, seed=_seed, progress=False)
-                        return srcc(pred, _mos)
+                        return srcc(as_norm(pred), _mos)
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
@@ -298,9 +308,9 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                 for name, kind, table, idx in sets:
                     if len(idx) == 0:
                         continue
-                    pred_norm = score_table(model, table, idx, caches[name], recipe, runtime, seed=cfg.seed,
-                                            progress=progress, desc=f"split {k + 1} test {name}")
-                    p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
+                    pred_norm = as_norm(score_table(model, table, idx, caches[name], recipe, runtime, seed=cfg.seed,
+                                                    progress=progress, desc=f"split {k + 1} test {name}"))
+                    p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm, cfg.plcc_fit)
                     preds += p
                     rows.append(r)
                 history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)

@@ -82,12 +82,14 @@ def test_synthetic_sets_split_by_content():
 
 def test_validation_share():
     split = make_splits(authentic(100), n=1, test_frac=0.2, val_frac=0.1)[0]
-    assert split.sizes() == {"train": 70, "val": 10, "test": 20}
+    assert split.sizes() == {"train": 72, "val": 8, "test": 20}  # val: 10% of the 80% training part
 
 
 def test_bad_fractions():
-    with pytest.raises(BiqaError, match="test \\+ val < 1"):
-        make_splits(authentic(), test_frac=0.7, val_frac=0.4)
+    with pytest.raises(BiqaError, match="0 <= test_frac < 1"):
+        make_splits(authentic(), test_frac=1.0, val_frac=0.1)
+    with pytest.raises(BiqaError, match="share of the training part"):
+        make_splits(authentic(), test_frac=0.2, val_frac=1.0)
 
 
 def test_official_split_is_respected():

@@ -189,16 +189,16 @@ def test_load_run_by_prefix_fragment_path_and_latest(two_runs):
 def test_compare_runs_medians_and_deltas(two_runs):
     root, base, qpt = two_runs
     table = R.compare_runs([base.name, qpt.name], root)
-    assert list(table.columns) == ["train_set", "test_set", "metric", "hyperiqa/imagenet", "hyperiqa/qpt",
-                                   "delta hyperiqa/qpt"]
+    assert list(table.columns) == ["train_set", "test_set", "metric", "hyperiqa/imagenet/resnet50", "hyperiqa/qpt/resnet50",
+                                   "delta hyperiqa/qpt/resnet50"]
     t = table.set_index(["test_set", "metric"])
-    assert t.loc[("koniq", "srcc"), "hyperiqa/imagenet"] == pytest.approx(0.81)
-    assert t.loc[("koniq", "srcc"), "delta hyperiqa/qpt"] == pytest.approx(0.04)
-    assert t.loc[("clive", "srcc"), "delta hyperiqa/qpt"] == pytest.approx(0.06)
-    assert t.loc[("clive", "plcc"), "delta hyperiqa/qpt"] == pytest.approx(0.06)
-    assert t.loc[("clive", "plcc"), "hyperiqa/qpt"] == pytest.approx(0.79)
+    assert t.loc[("koniq", "srcc"), "hyperiqa/imagenet/resnet50"] == pytest.approx(0.81)
+    assert t.loc[("koniq", "srcc"), "delta hyperiqa/qpt/resnet50"] == pytest.approx(0.04)
+    assert t.loc[("clive", "srcc"), "delta hyperiqa/qpt/resnet50"] == pytest.approx(0.06)
+    assert t.loc[("clive", "plcc"), "delta hyperiqa/qpt/resnet50"] == pytest.approx(0.06)
+    assert t.loc[("clive", "plcc"), "hyperiqa/qpt/resnet50"] == pytest.approx(0.79)
     reverse = R.compare_runs([qpt.name, base.name], root).set_index(["test_set", "metric"])
-    assert reverse.loc[("koniq", "srcc"), "delta hyperiqa/imagenet"] == pytest.approx(-0.04)
+    assert reverse.loc[("koniq", "srcc"), "delta hyperiqa/imagenet/resnet50"] == pytest.approx(-0.04)
 
 
 def test_compare_runs_with_missing_test_set_and_same_labels(tmp_path):
@@ -251,7 +251,7 @@ def test_render_formats_roundtrip(two_runs):
     tex = R.render(table, "latex")
     assert tex.startswith("\\begin{tabular}") and "train\\_set" in tex and "+0.040" in tex
     back = pd.read_csv(_io.StringIO(R.render(table, "csv")))
-    assert np.allclose(back["delta hyperiqa/qpt"], table["delta hyperiqa/qpt"])
+    assert np.allclose(back["delta hyperiqa/qpt/resnet50"], table["delta hyperiqa/qpt/resnet50"])
     paper = R.paper_table(R.collect_metrics([base, qpt]))
     assert "koniq$\\rightarrow$clive SRCC" in R.render(paper, "latex")
     path = R.write_table(paper, root / "tables" / "main.csv")
@@ -330,10 +330,10 @@ def test_cli_list_show_compare(cli, two_runs):
     shown = pd.read_csv(_io.StringIO(out.output)).set_index("test_set")
     assert shown.loc["clive", "srcc_median"] == pytest.approx(0.78) and shown.loc["koniq", "splits"] == 3
 
-    out = cli("results", "compare", "imagenet", "qpt", "--root", str(root), "--format", "csv")
+    out = cli("results", "compare", "imagenet", "qpt", "--root", str(root), "--format", "csv", "--unpaired")
     assert out.exit_code == 0, out.output
     cmp = pd.read_csv(_io.StringIO(out.output)).set_index(["test_set", "metric"])
-    assert cmp.loc[("clive", "srcc"), "delta hyperiqa/qpt"] == pytest.approx(0.06)
+    assert cmp.loc[("clive", "srcc"), "delta hyperiqa/qpt/resnet50"] == pytest.approx(0.06)
 
     out = cli("results", "compare", "imagenet", "qpt", "--root", str(root), "--format", "latex")
     assert out.output.startswith("\\begin{tabular}")

@@ -97,7 +97,7 @@ class PatchDataset(Dataset):
 
     def __init__(self, table: IQATable, indices: Sequence[int] | np.ndarray, patch_size: int, n_patches: int,
                  *, train: bool, seed: int = 0, cache: ImageCache | None = None, hflip: bool = True,
-                 vflip: bool = False):
+                 vflip: bool = False, targets: np.ndarray | None = None):
         self.table = table
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.patch_size = int(patch_size)
@@ -109,7 +109,8 @@ class PatchDataset(Dataset):
         self.cache = cache if cache is not None else ImageCache(resize=int(table.options.get("resize", 0) or 0))
         # in shared memory, so DataLoader workers (persistent ones too) see set_epoch() calls
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        self._mos = table.mos_norm.astype(np.float32)
+        # per-row training targets: normalised MOS unless the head trains on another scale (biqabench.targets)
+        self._mos = np.asarray(table.mos_norm if targets is None else targets, dtype=np.float32)
 
     @property
     def epoch(self) -> int:

@@ -126,6 +126,19 @@ class HyperIQAHead(IQAHead):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     nn.init.kaiming_normal_(m.weight)
 
+    def param_groups(self, recipe: Recipe) -> list[dict]:
+        """As the reference solver: the LDA modules live in its backbone module (``res``), so they
+        learn at the backbone's rate; only the hyper network learns ``head_lr_mult`` times faster.
+        A frozen backbone (linear probe) still trains the LDA modules, at the backbone's rate."""
+        lda = list(self.lda_modules.parameters())
+        lda_ids = {id(p) for p in lda}
+        hyper = [p for p in self.head_parameters() if id(p) not in lda_ids]
+        groups = [{"params": hyper, "lr": recipe.lr * recipe.head_lr_mult, "name": "head"},
+                  {"params": lda, "lr": recipe.lr, "name": "lda"}]
+        if not recipe.freeze_backbone:
+            groups.append({"params": list(self.backbone.parameters()), "lr": recipe.lr, "name": "backbone"})
+        return groups
+
     def target_input(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """The target network's input: concatenated LDA vectors, (B, target_in_size)."""
         return torch.cat([lda(f) for f, lda in zip(feats, self.lda_modules)], dim=1)

@@ -4,7 +4,8 @@ with pooled CNN features, trained with L1 + relative ranking + flip self-consist
 Recipe defaults follow the paper and its reference code (isalirezag/TReS, ResNet-50 runs):
 224 px patches, 50 random patches per training and per test image, Adam with lr 2e-5 for every
 parameter (no head multiplier), weight decay 5e-4, batch 53, 3 epochs, lr / 10 after every
-epoch, random horizontal and vertical flips.  The loss runs inside the head (it scores the
+epoch, random horizontal and vertical flips, trained on the dataset's native MOS (the reference
+trains on raw MOS, and its loss weights are meant for that scale).  The loss runs inside the head (it scores the
 flipped batch itself), so the runner stays generic.  Overrides: ``configs/heads/tres_*.yaml``.
 """
 
@@ -21,7 +22,7 @@ __all__ = ["RECIPE", "TReSHead", "TReSOptions", "build", "load_pyiqa_checkpoint"
 RECIPE = Recipe(
     patch_size=224, train_patches=50, test_patches=50, batch_size=53, epochs=3,
     lr=2e-5, head_lr_mult=1.0, weight_decay=5e-4, optimizer="adam", lr_step=1, lr_gamma=0.1,
-    loss=PAPER_LOSS, hflip=True, vflip=True,
+    loss=PAPER_LOSS, hflip=True, vflip=True, target="native",
 )
 
 

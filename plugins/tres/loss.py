@@ -1,6 +1,6 @@
 """TReS's training objective, as in the reference code's training loop (isalirezag/TReS).
 
-For a batch ``x`` with normalised MOS ``y``, two views are scored: ``x`` and its horizontal flip
+For a batch ``x`` with MOS ``y`` (native scale: ``target: native``), two views are scored: ``x`` and its horizontal flip
 ``x'`` (each view is one backbone pass with its own batch statistics, as in the reference)::
 
     loss = L1(p, y) + L1(p', y)                                    regression, both views
@@ -72,26 +72,39 @@ def flip_consistency(encoded: torch.Tensor, last: torch.Tensor,
             + F.l1_loss(last.float(), last_target.detach().float()))
 
 
-def tres_loss(head, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-    """The full objective of :class:`~biqabench_plugins.tres.model.TReSHead` on one batch."""
+def tres_terms(head, x: torch.Tensor, mos: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weighted terms of the objective (``regression``, ``consistency``, ``rank_consistency``,
+    ``rank``; those the recipe's ``loss`` names).  ``mos`` is on the scale the head trains on:
+    TReS trains on native MOS (``target: native``), as the reference, so the weights keep the
+    balance the reference has on every dataset."""
     terms, o = head.loss_terms, head.options
     regress = F.l1_loss if "l1" in terms else F.mse_loss
     y = mos.reshape(-1).float()
     a = head.view(x)
     if "consistency" not in terms:
-        loss = regress(a.score.float(), y)
+        out = {"regression": regress(a.score.float(), y)}
         if "rank" in terms:
-            loss = loss + o.rank_weight * ranking_loss(a.score, y)
-        return loss
+            out["rank"] = o.rank_weight * ranking_loss(a.score, y)
+        return out
     b = head.view(torch.flip(x, dims=[3]))
     b_enc, b_last = b.encoded, b.last
     if o.flip_back:  # compare spatially aligned maps instead of the reference's raw ones
         b_enc, b_last = torch.flip(b_enc, dims=[3]), torch.flip(b_last, dims=[3])
-    loss = regress(a.score.float(), y) + regress(b.score.float(), y)
-    loss = loss + o.consistency_weight * (flip_consistency(a.encoded, a.last, b_enc, b_last)
-                                          + flip_consistency(b_enc, b_last, a.encoded, a.last))
+    out = {"regression": regress(a.score.float(), y) + regress(b.score.float(), y),
+           "consistency": o.consistency_weight * (flip_consistency(a.encoded, a.last, b_enc, b_last)
+                                                  + flip_consistency(b_enc, b_last, a.encoded, a.last))}
     if "rank" in terms:
         ra, rb = ranking_loss(a.score, y), ranking_loss(b.score, y)
-        loss = loss + o.rank_consistency_weight * ((ra - rb.detach()).abs() + (rb - ra.detach()).abs())
-        loss = loss + o.rank_weight * (ra + rb)
+        out["rank_consistency"] = o.rank_consistency_weight * ((ra - rb.detach()).abs() + (rb - ra.detach()).abs())
+        out["rank"] = o.rank_weight * (ra + rb)
+    return out
+
+
+def tres_loss(head, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+    """The full objective of :class:`~biqabench_plugins.tres.model.TReSHead` on one batch."""
+    terms = tres_terms(head, x, mos)
+    loss = terms["regression"]
+    for name in ("consistency", "rank_consistency", "rank"):
+        if name in terms:
+            loss = loss + terms[name]
     return loss
