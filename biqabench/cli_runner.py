@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
         precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
         workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
-        resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder)."),
+        deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
+        plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help="Mapping before PLCC/RMSE (logistic): logistic4 (default) | logistic5 (VQEG)."),
+        resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
         run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
     ) -> None:
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
         overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
                          test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
                          splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
-                         val_frac=val_frac, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
+                         val_frac=val_frac, deterministic=deterministic, plcc_fit=plcc_fit, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
                          device=device, precision=precision, workers=workers)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)

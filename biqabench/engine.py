@@ -60,11 +60,23 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state()}
+    """Generator states a resumed epoch needs to draw what the uninterrupted run would: the CPU
+    generator and, once CUDA is in use, every GPU's (dropout masks on the GPU come from those)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # resumed on another machine: the CPU state still holds, GPU draws will differ
+            log.warning("checkpoint holds RNG states of %d GPUs, this machine has %d: GPU random draws "
+                        "(dropout) will differ from the uninterrupted run", len(cuda), torch.cuda.device_count())
 
 
 def train_head(

@@ -33,7 +33,8 @@ from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
 from biqabench.protocol import effective_resize, input_size, model_selection, plan_splits
 from biqabench.targets import describe as describe_target, to_normalised, training_targets
-from biqabench.weights import remap_state_dict, resolve_state_dict
+from biqabench.provenance import determinism, run_weights
+from biqabench.weights import remap_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class EvalConfig:
     official_split: bool = False
     splits_from: str = ""              # a run (id or folder) whose split files to reuse exactly
     plcc_fit: str = "logistic4"        # mapping before PLCC/RMSE (logistic): logistic4 | logistic5 (VQEG)
+    deterministic: bool = False        # torch deterministic algorithms (ops without one are listed)
     recipe: str = "auto"               # auto (cpu on CPU, paper elsewhere) | paper | cpu | a YAML path
     recipe_overrides: dict = field(default_factory=dict)
     data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
@@ -227,7 +229,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     spec = head_spec(cfg.head)
     recipe, recipe_source = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
-    state, weights_source = resolve_state_dict(cfg.weights, cfg.backbone)
+    state, weights_source, weights_pins = run_weights(cfg, run_path)  # a resumed run: its pinned file
     build_model(cfg, spec, recipe, state)  # also checks the weights fit the backbone
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
@@ -246,6 +248,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
         split_records = write_split_files(run_path, train_table, split_list)
     else:
         split_records = results.read_manifest(run_path).get("split_files") if main else None
+    nondeterministic_ops: list[str] = []  # filled while training under --deterministic
     manifest = {
         "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
         "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
@@ -255,7 +258,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
         "world_size": distributed.world_size(),
-        "split_files": split_records, "splits_from": splits_source,
+        "split_files": split_records, "splits_from": splits_source, **weights_pins,
+        "deterministic": cfg.deterministic, "nondeterministic_ops": nondeterministic_ops,
         "test_frac": cfg.test_frac, "val_frac": cfg.val_frac, "plcc_fit": cfg.plcc_fit,
         "training_target": describe_target(train_table, recipe.target),
         "model_selection": model_selection(split_list, cfg.val_frac),
@@ -271,7 +275,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     # a head trained on native MOS (TReS) gives scores on the *training* set's scale: normalise them once
     as_norm = lambda p: to_normalised(train_table.scale, train_table.higher_better, p, recipe.target)  # noqa: E731
     done = set(results.completed_splits(run_path))
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), determinism(cfg.deterministic, nondeterministic_ops):
         try:
             for k, split in enumerate(split_list):
                 split_dir = run_path / "splits" / str(k)
