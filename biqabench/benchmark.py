@@ -10,7 +10,6 @@ columns, SRCC/PLCC, one row per head+weights) plus the per-head gain from swappi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from biqabench import io
 from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
+from biqabench.results.folder import RunFolder
 from biqabench.runner import EvalConfig
 
 
@@ -55,13 +55,8 @@ class Job:
     folder: Path
 
     def status(self) -> str:
-        manifest = self.folder / "manifest.json"
-        if not manifest.is_file():
-            return "pending"
-        try:
-            return json.loads(manifest.read_text()).get("status", "running")
-        except ValueError:
-            return "pending"
+        """The job's run folder status as written ("pending" before it has a readable manifest)."""
+        return RunFolder(self.folder).recorded_status() or "pending"
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -162,15 +157,14 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     """All finished cells' per-split metrics with head/weights columns."""
     frames = []
     for job in plan(matrix, root):
-        metrics = job.folder / "metrics.csv"
-        if job.status() == "finished" and metrics.is_file():
-            df = pd.read_csv(metrics)
+        if job.status() == "finished":
+            df = RunFolder(job.folder).read_metrics()
             frames.append(df.assign(head=job.config.head, weights=job.config.weights))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
-    from biqabench.results import paper_table, render_table, weight_gain
+    from biqabench.results import paper_table, render, weight_gain
 
     folder = (root or results_root() / "benchmarks") / matrix.name
     df = collect(matrix, root)
@@ -179,14 +173,14 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     table = paper_table(df)
     baseline = matrix.baseline or matrix.weights[0]
     try:
-        gain_text = render_table(weight_gain(df, baseline=baseline), "markdown")
+        gain_text = render(weight_gain(df, baseline=baseline), "markdown")
     except BiqaError as exc:  # e.g. the baseline's jobs have not finished (yet)
         gain_text = f"(not available: {exc})"
     parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
-             f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
+             f"protocol {matrix.protocol}.\n", render(table, "markdown"),
              f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n"]
     io.write_text(folder / "table.md", "\n".join(parts))
-    io.write_text(folder / "table.tex", render_table(table, "latex"))
-    io.write_text(folder / "table.csv", render_table(table, "csv"))
+    io.write_text(folder / "table.tex", render(table, "latex"))
+    io.write_text(folder / "table.csv", render(table, "csv"))
     io.write_text(folder / "metrics.csv", df.to_csv(index=False))
     return table

@@ -9,6 +9,7 @@ scale (0..1, higher is better) during training; datasets map them back to their 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -106,13 +107,45 @@ class IQAHead(nn.Module):
 
 @dataclass
 class HeadSpec:
-    """What a head plugin registers."""
+    """What a head plugin registers.
+
+    ``presets`` maps a preset name (``cpu``, ``paper``...) to a YAML file of recipe overrides; a
+    plugin ships them as package data and fills this with :func:`presets_in` so that an installed
+    copy finds them (``biqabench eval --recipe cpu``).  The built-in ``recipe`` is paper scale.
+    """
 
     name: str
     build: Callable[[Backbone, Recipe], IQAHead]
     recipe: Recipe = field(default_factory=Recipe)
     description: str = ""
     reference: str = ""  # paper / code it follows
+    presets: Mapping[str, Path] = field(default_factory=dict)
+
+    def preset(self, name: str) -> Recipe:
+        """The built-in recipe with preset ``name``'s overrides applied (validated)."""
+        from biqabench.config import load_yaml
+        from biqabench.errors import BiqaError
+
+        if name not in self.presets:
+            shipped = ", ".join(sorted(self.presets)) or "none"
+            raise BiqaError(f"head {self.name!r} ships no preset {name!r} (its presets: {shipped})")
+        path = self.presets[name]
+        return validate_recipe(override(self.recipe, load_yaml(path), where=f"recipe {path}"), where=f"recipe {path}")
+
+
+def presets_in(package: str) -> dict[str, Path]:
+    """``{name: file}`` for the ``presets/<name>.yaml`` files shipped inside ``package``.
+
+    Found through :mod:`importlib.resources`, so a wheel or ``pip install --target`` copy reads the
+    files it installed rather than a source checkout's.
+    """
+    from importlib import resources
+
+    folder = resources.files(package) / "presets"
+    if not folder.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith((".yaml", ".yml"))}
 
 
 def head_spec(name: str) -> HeadSpec:
