@@ -25,6 +25,7 @@ from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.results.folder import RunFolder
+from biqabench.weights import weights_label
 from biqabench.runner import EvalConfig
 
 
@@ -71,7 +72,7 @@ def validate_names(m: Matrix, where: str) -> None:
     """Catch a typo in any head, backbone, dataset or weights name before hours of jobs start."""
     from biqabench.plugins import registry
     from biqabench.registry import unknown_name_message
-    from biqabench.weights import BUILTIN_NAMES, _looks_like_path
+    from biqabench.weights import BUILTIN_NAMES, is_checkpoint_path
 
     try:
         registry("backbones").get(m.backbone)
@@ -83,7 +84,7 @@ def validate_names(m: Matrix, where: str) -> None:
         raise BiqaError(f"{where}: {exc}") from None
     known = [*BUILTIN_NAMES, *registry("pretrainers").names()]
     for w in m.weights:
-        if w not in known and not _looks_like_path(w):
+        if w not in known and not is_checkpoint_path(w):
             raise BiqaError(f"{where}: {unknown_name_message('weights', w, known)}")
     # recipe and dataset options reach every job: check them once here, not in each job
     from biqabench.heads import head_spec
@@ -109,8 +110,7 @@ def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
                     recipe_overrides=dict(matrix.recipe_overrides), data_root=matrix.data_root,
                     dataset_options=dict(matrix.dataset_options), device=matrix.device, precision=matrix.precision,
                 )
-                wname = Path(weights).stem if "/" in weights else weights
-                key = f"{head}__{wname}__{train or 'default'}"
+                key = f"{head}__{weights_label(weights)}__{train or 'default'}"
                 jobs.append(Job(key, cfg, root / key))
     return jobs
 

@@ -194,8 +194,7 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
     code).  Any missing, unexpected or wrongly shaped tensor is a :class:`BiqaError` naming
     examples, so a checkpoint never half-loads.  Returns a :class:`biqabench.weights.LoadReport`.
     """
-    from biqabench.errors import BiqaError
-    from biqabench.weights import LoadReport, read_state_dict
+    from biqabench.weights import load_checked, read_state_dict
 
     if isinstance(source, Mapping):
         state, name = dict(source), what
@@ -215,21 +214,9 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
         mapped[k] = value
     target = head.state_dict()
     unexpected = [k for k in mapped if k not in target]
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    bad_shape = [f"{k} {tuple(v.shape)} vs ours {tuple(target[k].shape)}"
-                 for k, v in mapped.items() if k in target and v.shape != target[k].shape]
-    if unexpected or missing or bad_shape:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
-        if bad_shape:
-            detail.append(f"{len(bad_shape)} of another shape, e.g. {'; '.join(bad_shape[:2])}")
-        backbone = getattr(getattr(head, "backbone", None), "name", "?")
-        raise BiqaError(f"{name} does not fit head {type(head).__name__} on backbone {backbone!r}: "
-                        f"{'; '.join(detail)}. Was it trained with another backbone or head?")
-    for k, v in target.items():  # num_batches_tracked is optional in many checkpoints
-        mapped.setdefault(k, v)
-    head.load_state_dict(mapped, strict=True)
-    return LoadReport(name, len(state) - len(dropped), dropped)
+    backbone = getattr(getattr(head, "backbone", None), "name", "?")
+    report = load_checked(head, mapped, source=name, subject=f"head {type(head).__name__} on backbone {backbone!r}",
+                          unused=unexpected, unused_is_error=True,
+                          hint="Was it trained with another backbone or head?")
+    report.dropped = dropped
+    return report

@@ -31,7 +31,7 @@ from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
 from biqabench.results.folder import RunFolder
-from biqabench.weights import remap_state_dict, resolve_state_dict
+from biqabench.weights import ResolvedWeights, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +162,11 @@ def dataset_cache(table, recipe: Recipe, workers: int):
     return ImageCache(resize=resize, folder=default_cache_folder() if workers > 0 else None)
 
 
-def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | None) -> IQAHead:
+def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, weights: ResolvedWeights | None) -> IQAHead:
+    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation)."""
     backbone = create_backbone(cfg.backbone)
-    if state is not None:
-        mapped, _ = remap_state_dict(state, backbone, cfg.weights)
-        backbone.load_state_dict(mapped)
+    if weights is not None:
+        weights.load_into(backbone)
     return create_head(spec.name, backbone, recipe=recipe)
 
 
@@ -214,8 +214,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     spec = head_spec(cfg.head)
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
-    state, weights_source = resolve_state_dict(cfg.weights, cfg.backbone)
-    build_model(cfg, spec, recipe, state)  # also checks the weights fit the backbone
+    weights = resolve_weights(cfg.weights, cfg.backbone)
+    weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
@@ -225,12 +225,12 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                              val_frac=cfg.val_frac, official=cfg.official_split)
 
     if folder is None and main:
-        label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
+        label = f"{cfg.head}-{weights.label}-{cfg.backbone}"
         folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
         folder.write_config(dataclasses.asdict(cfg))
     folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
     manifest = {
-        "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
+        "kind": "eval", "head": cfg.head, **weights.describe(),
         "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
         "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
         "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
@@ -259,7 +259,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                     folder.ensure_split(k)
                 seed = cfg.seed + k
                 torch.manual_seed(seed)
-                model = build_model(cfg, spec, recipe, state)
+                model = build_model(cfg, spec, recipe, weights)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
                                         vflip=recipe.vflip)
