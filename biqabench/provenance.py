@@ -2,9 +2,10 @@
 
 Why pin the file.  ``--weights qpt`` means "the newest QPT weights for this backbone": a name
 whose meaning changes each time someone pretrains again.  So a run records the file the name
-resolved to, its sha256 and the pretraining run that made it, and ``--resume`` loads that file,
-never the newest one, after checking its sha256: a run whose weights changed under it is refused
-(mixing two pretrainings in one table of splits would make every later number meaningless).
+resolved to (:class:`biqabench.weights.ResolvedWeights`: ``weights_file``, ``weights_sha256``,
+``weights_pretraining_run``), and ``--resume`` loads that file, never the newest one, after
+checking its sha256: a run whose weights changed under it is refused (mixing two pretrainings in
+one table of splits would make every later number meaningless).
 
 Why report determinism.  ``--deterministic`` asks torch for deterministic algorithms, but some
 (mostly CUDA) kernels have none; they run anyway (``warn_only``) and are listed in the manifest,
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 _NONDETERMINISTIC = re.compile(r"^\s*(\S+) does not have a deterministic implementation")
 
 
-def _pretraining_run(file: Path) -> str | None:
-    """The pretraining run folder recorded next to a store file (``<stamp>.json`` extra.run_dir)."""
-    sidecar = file.with_suffix(".json")
+def pretraining_run(file: str | os.PathLike | None) -> str | None:
+    """The pretraining run folder recorded next to a store file (``<stamp>.json``: extra.run_dir)."""
+    if not file:
+        return None
+    sidecar = Path(file).with_suffix(".json")
     if not sidecar.is_file():
         return None
     try:
@@ -43,41 +46,9 @@ def _pretraining_run(file: Path) -> str | None:
         return None
 
 
-def resolve_pinned(spec: str, backbone: str, store=None) -> tuple[dict | None, str, dict]:
-    """``--weights`` -> (state_dict or None, source, provenance) with the file it resolved to.
-
-    Provenance: ``weights_file`` (absolute path, None for random), ``weights_sha256`` and
-    ``weights_pretraining_run`` (the run that produced a store file, when known).
-    """
-    from biqabench import weights as W
-
-    spec = str(spec).strip()
-    if spec in ("", "random", "none", "scratch"):
-        return None, "random", {"weights_file": None, "weights_sha256": None, "weights_pretraining_run": None}
-    if spec == "imagenet":
-        state, source = W._imagenet_state(backbone)  # downloads once when online
-        file = W.imagenet_checkpoint(backbone)[1]
-    elif W._looks_like_path(spec):
-        file = Path(spec)
-        state, source = W.read_state_dict(file), str(spec)
-    else:
-        store = store or W.WeightsStore()
-        rec = store.latest(spec, backbone)
-        if rec is None:
-            return (*W.resolve_state_dict(spec, backbone, store), {})  # raises the store's one-line error
-        file = rec.file
-        if io.sha256_file(file) != rec.sha256:
-            raise BiqaError(f"weights file {file} does not match the sha256 its manifest records; it was changed "
-                            f"after pretraining: pretrain again or delete it")
-        state, source = W.read_state_dict(file), f"{spec} ({file})"
-    prov = {"weights_file": str(Path(file).resolve()), "weights_sha256": io.sha256_file(file),
-            "weights_pretraining_run": _pretraining_run(Path(file))}
-    return state, source, prov
-
-
-def load_pinned(manifest: dict, run: str | os.PathLike) -> tuple[dict, str, dict]:
+def load_pinned(manifest: dict, run: str | os.PathLike):
     """The weights a run recorded, after checking they are byte for byte the same file."""
-    from biqabench.weights import read_state_dict
+    from biqabench.weights import ResolvedWeights, read_state_dict
 
     file, digest = Path(manifest["weights_file"]), manifest.get("weights_sha256")
     if not file.is_file():
@@ -87,21 +58,24 @@ def load_pinned(manifest: dict, run: str | os.PathLike) -> tuple[dict, str, dict
     if digest and now != digest:
         raise BiqaError(f"run {run} was made with weights {file} (sha256 {digest[:12]}...); that file changed "
                         f"(now {now[:12]}...): resume refuses to mix weights, start a new run")
-    prov = {k: manifest.get(k) for k in ("weights_file", "weights_sha256", "weights_pretraining_run")}
-    return read_state_dict(file), str(manifest.get("weights_source") or file), prov
+    return ResolvedWeights(str(manifest.get("weights") or file), str(manifest.get("backbone") or ""),
+                           read_state_dict(file), str(manifest.get("weights_source") or file), now, file)
 
 
-def run_weights(cfg, run_path: Path | None) -> tuple[dict | None, str, dict]:
-    """Weights for an eval run: a resumed run's pinned file, else ``cfg.weights`` resolved now."""
-    if run_path is not None:
-        from biqabench.results import read_manifest
+def run_weights(cfg, folder=None):
+    """Weights for an eval run: a resumed run's pinned file, else ``cfg.weights`` resolved now
+    (a store file whose bytes no longer match its recorded sha256 is refused)."""
+    from biqabench.weights import resolve_weights
 
-        manifest = read_manifest(run_path)
+    if folder is not None:
+        manifest = folder.read_manifest()
         if manifest.get("weights_file"):
-            return load_pinned(manifest, run_path)
-        if "weights_file" in manifest:  # pinned as random
-            return None, "random", {k: manifest.get(k) for k in ("weights_file", "weights_sha256")}
-    return resolve_pinned(cfg.weights, cfg.backbone)
+            return load_pinned(manifest, folder.path)
+    resolved = resolve_weights(cfg.weights, cfg.backbone)
+    if resolved.file is not None and resolved.sha256 and io.sha256_file(resolved.file) != resolved.sha256:
+        raise BiqaError(f"weights file {resolved.file} does not match the sha256 its manifest records; it was "
+                        "changed after pretraining: pretrain again or delete it")
+    return resolved
 
 
 @contextlib.contextmanager
@@ -118,27 +92,26 @@ def determinism(enabled: bool, found: list[str] | None = None) -> Iterator[list[
               torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
-    original = warnings.showwarning
 
-    def spy(message, category, filename, lineno, file=None, line=None):
-        m = _NONDETERMINISTIC.match(str(message))
-        if m:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        original = warnings.showwarning
+
+        def spy(message, category, filename, lineno, file=None, line=None):
+            m = _NONDETERMINISTIC.match(str(message))
+            if not m:
+                return original(message, category, filename, lineno, file, line)
             if m.group(1) not in found:
                 found.append(m.group(1))
                 log.warning("--deterministic: %s has no deterministic implementation (it ran anyway)", m.group(1))
-            return
-        original(message, category, filename, lineno, file, line)
+            return None
 
-    warnings.showwarning = spy
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", UserWarning)
-            warnings.showwarning = spy
+        warnings.showwarning = spy
+        try:
             yield found
-    finally:
-        warnings.showwarning = original
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
 
 
-__all__ = ["determinism", "load_pinned", "resolve_pinned", "run_weights"]
+__all__ = ["determinism", "load_pinned", "pretraining_run", "run_weights"]
