@@ -61,6 +61,26 @@ def model_selection(splits: list["Split"], val_frac: float) -> str:
     return "final epoch of the fixed schedule (val_frac 0: no validation part, all training images train)"
 
 
+#: How the reference loaders (SSL92/hyperIQA, isalirezag/TReS data_loader.py) size each dataset's
+#: images before cropping; the ``paper`` preset reads datasets this way unless ``dataset_options``
+#: say otherwise.  KonIQ-10k: the official 512x384 folder (the references resize 1024x768 to
+#: (512, 384), which torchvision reads as height 512 x width 384: a transposed aspect, not copied);
+#: BID and FLIVE: 512x512 (HyperIQA's BID loader, TReS's FLIVE loader); SPAQ: short side 512.
+REFERENCE_INPUT = {
+    "koniq10k": {"images": "512x384"},
+    "bid": {"resize": "512x512"},
+    "flive": {"resize": "512x512"},
+    "spaq": {"resize": 512},
+}
+
+
+def dataset_options(name: str, given: dict, preset: str) -> dict:
+    """Reader options for dataset ``name``: the reference input size under the ``paper`` preset,
+    then whatever the run's ``dataset_options`` give (they win)."""
+    base = dict(REFERENCE_INPUT.get(name, {})) if preset == "paper" else {}
+    return {**base, **(given or {})}
+
+
 def effective_resize(table: "IQATable", recipe: "Recipe"):
     """What images are resized to before cropping: the dataset's option wins over the recipe's."""
     return table.options.get("resize") or recipe.resize or 0
@@ -75,4 +95,17 @@ def input_size(table: "IQATable", recipe: "Recipe") -> str:
     return f"{folder} folder, {size}" if folder else size
 
 
-__all__ = ["MIN_VAL_IMAGES", "effective_resize", "input_size", "model_selection", "plan_splits"]
+def protocol_fields(cfg: "EvalConfig", recipe: "Recipe", splits: list["Split"], source: str,
+                    split_records: list | None, tables: list["IQATable"]) -> dict:
+    """What the manifest (and so the summary) says about the protocol; ``tables[0]`` trains."""
+    from biqabench.targets import describe
+
+    return {"split_files": split_records, "splits_from": source, "test_frac": cfg.test_frac,
+            "val_frac": cfg.val_frac, "plcc_fit": cfg.plcc_fit,
+            "training_target": describe(tables[0], recipe.target),
+            "model_selection": model_selection(splits, cfg.val_frac),
+            "input_size": {t.name: input_size(t, recipe) for t in tables}}
+
+
+__all__ = ["MIN_VAL_IMAGES", "REFERENCE_INPUT", "dataset_options", "effective_resize", "input_size",
+           "model_selection", "plan_splits", "protocol_fields"]

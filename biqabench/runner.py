@@ -30,10 +30,10 @@ from biqabench.device import Runtime, get_runtime
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
-from biqabench.protocol import effective_resize, input_size, model_selection, plan_splits
+from biqabench.protocol import dataset_options, effective_resize, plan_splits, protocol_fields
 from biqabench.provenance import determinism, run_weights
 from biqabench.results.folder import RunFolder
-from biqabench.targets import describe as describe_target, to_normalised, training_targets
+from biqabench.targets import to_normalised, training_targets
 from biqabench.weights import ResolvedWeights
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
-    opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
+    opts = lambda name: {"skip_bad": cfg.skip_bad,  # noqa: E731 - the paper preset reads the references' sizes
+                         **dataset_options(name, cfg.dataset_options.get(name, {}), recipe_preset)}
     train_table = load_dataset(train_name, root, **opts(train_name))
     test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
     split_list, splits_source = plan_splits(cfg, train_table, folder.path if folder is not None else None)
@@ -255,12 +256,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
         "world_size": distributed.world_size(),
-        "split_files": split_records, "splits_from": splits_source,
+        **protocol_fields(cfg, recipe, split_list, splits_source, split_records, [train_table, *test_tables.values()]),
         "deterministic": cfg.deterministic, "nondeterministic_ops": nondeterministic_ops,
-        "test_frac": cfg.test_frac, "val_frac": cfg.val_frac, "plcc_fit": cfg.plcc_fit,
-        "training_target": describe_target(train_table, recipe.target),
-        "model_selection": model_selection(split_list, cfg.val_frac),
-        "input_size": {t.name: input_size(t, recipe) for t in [train_table, *test_tables.values()]},
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
     if main:

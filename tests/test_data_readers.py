@@ -196,7 +196,8 @@ def test_live_release2_drops_originals(tmp_path):
     orgs = np.zeros((1, total))
     orgs[0, ::5] = 1
     dmos = np.linspace(0, 90, total)[None, :]
-    savemat(tmp_path / "dmos.mat", {"dmos": dmos, "orgs": orgs})
+    savemat(tmp_path / "dmos.mat", {"dmos": dmos[:, ::-1], "orgs": orgs})  # per-session: another order
+    savemat(tmp_path / "dmos_realigned.mat", {"dmos_new": dmos, "orgs": orgs, "dmos_std": dmos * 0})
     refs = np.empty((1, total), dtype=object)
     for i in range(total):
         refs[0, i] = np.array([f"ref{i % 29}.bmp"])
@@ -212,6 +213,10 @@ def test_live_release2_drops_originals(tmp_path):
     assert len(set(table.content)) == 29
     # lower DMOS = better: the normalised score reverses the order
     assert table.mos_norm[0] > table.mos_norm[-1]
+    # realigned DMOS by default, as both references read LIVE; the session DMOS on request
+    assert table.options["realigned"] is True and table.mos[0] == pytest.approx(dmos[0, 1])
+    original = load_dataset("live", tmp_path, realigned="false")
+    assert original.mos[0] == pytest.approx(dmos[0, ::-1][1])
 
 
 def test_csiq_finds_images_in_distortion_folders(tmp_path):

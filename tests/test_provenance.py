@@ -12,9 +12,9 @@ import torch
 from biqabench import engine
 from biqabench.backbones import create_backbone
 from biqabench.errors import BiqaError
-from biqabench.provenance import determinism, resolve_pinned
+from biqabench.provenance import determinism
 from biqabench.runner import EvalConfig, evaluate
-from biqabench.weights import WeightsStore
+from biqabench.weights import WeightsStore, resolve_weights
 
 TINY = dict(patch_size=32, train_patches=1, test_patches=1, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
 
@@ -29,10 +29,11 @@ def _store_weights(tmp_path, seed: int):
 
 def test_pretrainer_name_resolves_to_a_pinned_file(tmp_path):
     store, rec = _store_weights(tmp_path, 0)
-    state, source, prov = resolve_pinned("qpt", "tiny", store)
+    resolved = resolve_weights("qpt", "tiny", store)
+    prov = resolved.describe()
     assert prov["weights_file"] == str(rec.file.resolve()) and prov["weights_sha256"] == rec.sha256
-    assert prov["weights_pretraining_run"] == "/runs/pretrain-0" and state
-    assert resolve_pinned("random", "tiny")[2]["weights_file"] is None
+    assert prov["weights_pretraining_run"] == "/runs/pretrain-0" and resolved.state
+    assert resolve_weights("random", "tiny").describe()["weights_file"] is None
 
 
 def test_resume_uses_the_pinned_file_and_refuses_a_changed_one(tmp_path, monkeypatch):

@@ -62,7 +62,8 @@ def builtin_specs() -> list[DatasetSpec]:
             scale=(0.0, 9.0), synthetic=True, folders=("tid2013", "TID2013"), detect=_has("mos_with_names.txt")),
         DatasetSpec(
             "live", load_live, "LIVE IQA release 2 (29 references, 779 distorted images; DMOS, lower is better)",
-            layout="databaserelease2/{dmos.mat, refnames_all.mat, jp2k/ jpeg/ wn/ gblur/ fastfading/ img*.bmp, refimgs/}",
+            layout="databaserelease2/{dmos_realigned.mat (default; dmos.mat with realigned=false), refnames_all.mat, "
+                   "jp2k/ jpeg/ wn/ gblur/ fastfading/ img*.bmp, refimgs/}",
             scale=(0.0, 100.0), higher_better=False, synthetic=True,
             folders=("LIVEIQA_release2", "databaserelease2", "live", "LIVE"), detect=_has("dmos.mat"),
             options_help="realigned=true|false"),

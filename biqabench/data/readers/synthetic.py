@@ -59,10 +59,12 @@ def load_tid2013(root: Path | None, **options) -> IQATable:
 LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 
 
-def load_live(root: Path | None, *, realigned: bool | str = False, **options) -> IQATable:
-    """LIVE IQA release 2: ``dmos.mat`` (``dmos``, ``orgs``), ``refnames_all.mat`` and the five
-    distortion folders.  The 203 entries flagged as originals are left out (779 images remain).
-    DMOS: lower is better, nominally 0..100.  ``realigned=True`` reads ``dmos_realigned.mat``.
+def load_live(root: Path | None, *, realigned: bool | str = True, **options) -> IQATable:
+    """LIVE IQA release 2: ``dmos_realigned.mat`` (``dmos_new``, ``orgs``), ``refnames_all.mat`` and
+    the five distortion folders.  The 203 entries flagged as originals are left out (779 remain).
+    DMOS: lower is better, nominally 0..100.  The realigned DMOS (one scale across the five
+    distortion sessions) is what both HyperIQA's and TReS's loaders read; ``realigned=false``
+    reads the original per-session ``dmos.mat``.
     """
     no_unknown_options(options, "live", ())
     root = need_root(root, "live")
