@@ -24,10 +24,12 @@ import pandas as pd
 import torch
 import yaml
 
+from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
 from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
@@ -64,6 +66,7 @@ class EvalConfig:
     precision: str = "auto"
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
         train = self.train or EMBEDDED_TRAIN
@@ -93,6 +96,7 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    check_policy(cfg.nan_policy, key("nan_policy"))
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -257,7 +261,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                 split_dir = run_path / "splits" / str(k)
                 if str(k) in done:
                     log.info("split %d already finished, skipping", k)
-                    (split_dir / "checkpoint.pt").unlink(missing_ok=True)  # if stopped before its cleanup
+                    ckpt.remove(split_dir / "checkpoint.pt")  # if stopped before its cleanup
                     continue
                 if main:
                     io.ensure_dir(split_dir, "split folder")
@@ -277,7 +281,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue
@@ -293,13 +297,14 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p
                     rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
+                                                              **result.skipped)
                 io.write_text(split_dir / "history.csv", history.to_csv(index=False))
                 results.write_predictions(run_path, pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
                     _save_model(model, run_path / "model.safetensors")
                 results.write_metrics(run_path, pd.DataFrame(rows), split=k)  # last: marks the split done
-                (split_dir / "checkpoint.pt").unlink(missing_ok=True)
+                ckpt.remove(split_dir / "checkpoint.pt")
                 distributed.barrier()
         except KeyboardInterrupt:
             if main:
@@ -340,4 +345,7 @@ def finalize_run(run_path: Path, manifest: dict, started: float) -> None:
     results.write_summary(run_path, metrics, manifest)
     plots.scatter_plot(predictions, run_path)
     plots.training_curves(history, run_path / "training_curves.png")
-    results.write_manifest(run_path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
+               if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
+    results.write_manifest(run_path, **{**manifest, **skipped, "status": "finished",
+                                        "wall_seconds": time.time() - started})
