@@ -192,7 +192,7 @@ def read_trailer(path: Path) -> dict | None:
             sha.update(block)
             left -= len(block)
     if sha.hexdigest() != trailer.get("sha256"):
-        raise ValueError("sha256 mismatch (damaged on disk)")
+        raise ValueError("its sha256 does not match the one recorded: damaged on disk")
     return trailer
 
 
