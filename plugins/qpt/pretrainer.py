@@ -17,6 +17,7 @@ Under ``torchrun --nproc_per_node N`` it runs DDP (gloo on CPU, NCCL on CUDA); r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,7 +37,7 @@ from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
-from biqabench.divergence import NanGuard
+from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.pretrain import PretrainRequest
@@ -388,9 +389,17 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
                 if n != threads_before:
                     log.info("using %d CPU thread(s)", n)
                     torch.set_num_threads(n)
-            return _run(request, cfg, runtime, distributed.rank(), distributed.world_size(), on_step)
+            rank = distributed.rank()
+            lock = (ckpt.exclusive(run_folder(request), "pretraining run folder") if rank == 0
+                    else contextlib.nullcontext())  # two runs in one folder would mix their checkpoints
+            with lock:
+                return _run(request, cfg, runtime, rank, distributed.world_size(), on_step)
         finally:
             torch.set_num_threads(threads_before)
+
+
+def run_folder(request: PretrainRequest) -> Path:
+    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{request.backbone}"
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
@@ -406,16 +415,17 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         total = max(1, math.ceil(cfg.epochs * len(paths) / (b * world)))
     else:
         total = cfg.steps
-    run_dir = Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{backbone}"
+    run_dir = run_folder(request)
     ckpt_path = run_dir / CHECKPOINT
     trainer = QPTTrainer.build(backbone, cfg, runtime, total, request.seed, rank, world)
-    trainer.guard.policy = request.nan_policy
+    trainer.guard.policy = check_policy(request.nan_policy)
 
     start, losses, wall_before = 0, [], 0.0
     if request.resume:
         state = _load_for_resume(ckpt_path, cfg, backbone, world, request.seed, runtime.device)
         trainer.load_state(state)
         start, losses, wall_before = int(state["step"]), list(state["losses"]), float(state["wall_time"])
+        trainer.kept = f"the last good checkpoint (step {start}) is kept at {ckpt_path}"
         if start >= total:
             log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
     elif ckpt_path.is_file() and rank == 0:
