@@ -138,8 +138,9 @@ def test_separable_exactly_where_the_kernel_is_a_product(o, separable):
         assert residual > 1e-3  # not a product: it must not take the separable route
 
 
-@pytest.mark.parametrize("size", [7, 13, 21])
-def test_every_blur_route_equals_a_plain_conv(size):
+@pytest.mark.parametrize("size, fft_from", [(7, 23), (13, 23), (21, 23), (13, 7), (21, 7)])
+def test_every_blur_route_equals_a_plain_conv(size, fft_from, monkeypatch):
+    monkeypatch.setattr(operators, "FFT_FROM", fft_from)  # 7: every non-separable kernel by FFT
     x = textured(4, 30, seed=size)
     ops = [blur("iso", size, 1.5), blur("aniso", size, 2.0, 0.5, 45.0), blur("plateau_aniso", size, 1.0, 2.0, 60.0, beta=1.3),
            op("blur", kernel="sinc", size=size, cutoff=0.4)]
@@ -149,6 +150,22 @@ def test_every_blur_route_equals_a_plain_conv(size):
         xp = F.pad(x[i:i + 1], (size // 2,) * 4, mode="reflect")
         want = F.conv2d(xp, k.view(1, 1, size, size).repeat(3, 1, 1, 1), groups=3).clamp(0, 1)
         assert torch.allclose(got[i:i + 1], want, atol=2e-6), (o.describe(), float((got[i] - want[0]).abs().max()))
+
+
+def test_banded_resize_equals_interpolate_on_a_ragged_batch():
+    x = torch.zeros(3, 3, 50, 50)
+    sizes = [(50, 50), (21, 33), (9, 40)]
+    for i, (h, w) in enumerate(sizes):
+        x[i, :, :h, :w] = textured(1, 50, seed=i)[0, :, :h, :w]
+    ops = [op("resize", scale=0.3, mode="area"), op("resize", scale=1.2, mode="bicubic"),
+           op("resize", 0, scale=1.0, mode="bilinear")]
+    y, new = operators.resize_canvas(x, sizes, ops, (50, 50))
+    assert new == [(15, 15), (60, 60), (50, 50)]
+    for i, ((h, w), (m, n), o) in enumerate(zip(sizes, new, ops)):
+        mode = o.p["mode"]
+        want = F.interpolate(x[i:i + 1, :, :h, :w], size=(m, n), mode=mode,
+                             **({} if mode == "area" else {"align_corners": False})).clamp(0, 1)
+        assert torch.allclose(y[i:i + 1, :, :m, :n], want, atol=1e-5)
 
 
 def test_poisson_levels_count_only_each_images_pixels():
