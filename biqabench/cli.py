@@ -91,11 +91,11 @@ def _head_recipe(entry) -> dict:
                       + (f" (lr x{r.lr_gamma:g} every {r.lr_step})" if r.lr_step else "") + f", loss {r.loss}"}
 
 
-def _backbone_info(entry) -> dict:
-    return {}
+from biqabench import cli_backbones  # noqa: E402 - backbones list --filter (on-demand model zoos)
 
+cli_backbones.register(app, _table)
 
-for _kind, _extra in (("backbones", None), ("heads", _head_recipe), ("pretrainers", None)):
+for _kind, _extra in (("heads", _head_recipe), ("pretrainers", None)):
     _sub = typer.Typer(help=f"Registered {_kind}.", no_args_is_help=True)
     _sub.command("list")(_list_command(_kind, _extra))
     app.add_typer(_sub, name=_kind)
