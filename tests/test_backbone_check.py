@@ -89,3 +89,38 @@ def test_the_cli_names_the_backbone_and_rule_in_one_line(broken_plugin, capsys):
     code, _, err = invoke_cli(capsys, "eval", "--head", "linear", "--backbone", "nhwc-net", "--weights", "random",
                               "--splits", "1")
     assert code == 2 and "'nhwc-net' breaks the backbone protocol" in err and "NCHW" in err
+
+
+class OddChannels(Backbone):
+    """Four stages of odd, prime channel counts (3, 5, 7, 11): nothing a head could hard-code."""
+
+    channels, strides = (3, 5, 7, 11), (4, 8, 16, 32)
+
+    def __init__(self):
+        super().__init__()
+        c_in, layers = 3, []
+        for i, c in enumerate(self.channels):
+            layers.append(nn.Conv2d(c_in, c, 3, stride=4 if i == 0 else 2, padding=1))
+            c_in = c
+        self.stages = nn.ModuleList(layers)
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = torch.relu(stage(x))
+            feats.append(x)
+        return feats
+
+
+@pytest.mark.parametrize("head", ["hyperiqa", "tres", "linear"])
+def test_every_head_adapts_to_odd_channel_counts(head):
+    from biqabench.heads import create_head
+
+    backbone = OddChannels()
+    check_backbone(backbone)
+    model = create_head(head, backbone)
+    loss = model.train().loss(torch.randn(3, 3, 64, 64), torch.tensor([0.1, 0.5, 0.9]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 96, 96)).shape == (2,)
