@@ -148,28 +148,16 @@ def pretrain(
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 
-def _register_runner_commands() -> None:
-    """eval / benchmark / predict / results live in biqabench.cli_runner when present."""
-    try:
-        from biqabench import cli_runner
-    except ImportError as exc:
-        if "cli_runner" not in str(exc):
-            raise
-        return
+def _register_more_commands() -> None:
+    """eval / benchmark / predict / results (biqabench.cli_runner) and the datasets commands."""
+    from biqabench import cli_runner
+    from biqabench.data import cli as data_cli
+
     cli_runner.register(app)
+    data_cli.register(datasets_app)
 
 
-def _register_extra_commands() -> None:
-    for mod in ("biqabench.data.cli",):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(datasets_app)
-
-
-_register_runner_commands()
-_register_extra_commands()
+_register_more_commands()
 get_harness().add_commands(app)
 
 

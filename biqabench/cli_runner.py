@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
         from tabulate import tabulate
 
-        from biqabench.benchmark import load_matrix, plan, run_matrix
+        from biqabench.matrix import load_matrix, plan, run_matrix
 
         m = load_matrix(matrix)
         planned = plan(m)
@@ -96,8 +96,6 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(df.to_csv(index=False), nl=False)
 
-    try:
-        from biqabench import cli_results
-    except ImportError:
-        return
+    from biqabench import cli_results
+
     cli_results.register(app)

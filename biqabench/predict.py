@@ -9,7 +9,7 @@ import pandas as pd
 from biqabench.config import override
 from biqabench.device import get_runtime
 from biqabench.errors import BiqaError
-from biqabench.heads import Recipe, head_spec
+from biqabench.heads import TrainRecipe, head_spec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -36,14 +36,15 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
     from biqabench.data import ImageCache
     from biqabench.engine import predict_images
     from biqabench.results import open_run
-    from biqabench.runner import EvalConfig, build_model, load_eval_config, _test_seed
+    from biqabench.data.patches import test_crop_seed
+    from biqabench.runner import EvalConfig, build_model, load_eval_config
 
     folder = open_run(run)
     state = folder.load_model_state()  # missing or damaged: a one-line error
     manifest = folder.read_manifest()  # a damaged manifest is a one-line error
     cfg: EvalConfig = load_eval_config(folder.config_path)
     spec = head_spec(cfg.head)
-    recipe = override(Recipe(), manifest["recipe"], where=f"{folder.manifest_path} recipe")
+    recipe = override(TrainRecipe(), manifest["recipe"], where=f"{folder.manifest_path} recipe")
     model = build_model(cfg, spec, recipe, None)
     model.load_state_dict(state)
     runtime = get_runtime(device, precision)
@@ -56,7 +57,7 @@ def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", 
 
     from biqabench.data import image_patches
 
-    stream = (image_patches(cache.get(f), recipe.patch_size, recipe.test_patches, seed=_test_seed(f.name, cfg.seed))
+    stream = (image_patches(cache.get(f), recipe.patch_size, recipe.test_patches, seed=test_crop_seed(f.name, cfg.seed))
               for f in files)
     norm = predict_images(model, stream, runtime, progress=progress)
     lo, hi = train["scale"]
