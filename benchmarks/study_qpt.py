@@ -118,7 +118,7 @@ def probe_snapshots(out: Path, backbone: str, dataset: str, data_root: Path, siz
     return rows
 
 
-def study_table(rows: list[dict]) -> "pd.DataFrame":
+def study_table(rows: list[dict]):
     """Median SRCC with bootstrap CI per snapshot, and the paired comparison with step 0."""
     import pandas as pd
     from scipy.stats import wilcoxon
