@@ -50,43 +50,52 @@ def snapshot_steps(first: int, total: int) -> list[int]:
 
 def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int, first: int, out: Path,
                        seed: int = 0, overrides: dict | None = None) -> list[Path]:
-    """One QPT run of ``steps`` steps; the backbone's weights at every snapshot step, as files."""
-    from tqdm import tqdm
+    """One ``biqabench pretrain qpt`` run (``run_qpt``) of ``steps`` steps; the query encoder's
+    backbone at every snapshot step, as files.  Snapshots come from the run's own checkpoints
+    (``checkpoint_every`` = the first snapshot step), so the loop is exactly the one users run."""
+    import yaml
 
     from biqabench import io
-    from biqabench.device import get_runtime
-    from biqabench_plugins.qpt.data import CropDataset, StreamSampler, list_images, low_priority_worker
-    from biqabench_plugins.qpt.pretrainer import QPTTrainer, load_config
+    from biqabench.backbones import create_backbone
+    from biqabench.pretrain import PretrainRequest
+    from biqabench.weights import WeightsStore
+    from biqabench_plugins.qpt.pretrainer import CHECKPOINT, load_config, run_qpt
 
-    cfg = load_config(config, {**(overrides or {}), "steps": steps})
-    runtime = get_runtime("cpu", "fp32")
-    torch.set_num_threads(max(1, cfg.threads))
-    trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=steps, seed=seed)
-    wanted = set(snapshot_steps(first, steps))
     snaps = out / "snapshots"
     snaps.mkdir(parents=True, exist_ok=True)
+    values = {**(overrides or {}), "checkpoint_every": first}
+    cfg_file = out / "qpt_config.yaml"
+    cfg_file.write_text(yaml.safe_dump({**(yaml.safe_load(Path(config).read_text()) if config else {}), **values}))
+    cfg = load_config(cfg_file)  # validated before anything runs
+    wanted = set(snapshot_steps(first, steps))
+    files: list[Path] = []
+
+    def snapshot(step: int, state: dict) -> None:
+        path = snaps / f"step{step:05d}.safetensors"
+        io.save_safetensors({k: v.contiguous() for k, v in state.items()}, path)
+        files.append(path)
+
+    torch.manual_seed(seed)  # QPTTrainer.build seeds the same way: this is the run's step-0 backbone
+    snapshot(0, create_backbone(backbone, weights="random").state_dict())
+    run_dir = out / "run"
+    prefix = "encoder_q.backbone."
+
+    def on_step(step: int, stats: dict) -> None:  # the checkpoint of step-1 was written after it
+        if step - 1 in wanted and 0 < step - 1 < steps:
+            model = io.load_torch(run_dir / CHECKPOINT, map_location="cpu")["model"]
+            snapshot(step - 1, {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)})
+
+    t0 = time.time()
+    record = run_qpt(PretrainRequest(backbone=backbone, data=str(data), steps=steps, config=str(cfg_file), seed=seed,
+                                     device="cpu", precision="fp32", run_dir=run_dir,
+                                     store=WeightsStore(out / "weights")), on_step=on_step)
+    from biqabench.weights import read_state_dict
+
+    snapshot(steps, read_state_dict(record.file))
     io.write_json(out / "pretrain.json", {"backbone": backbone, "config": config, "overrides": overrides or {},
                                           "steps": steps, "seed": seed, "data": str(data),
+                                          "wall_s": round(time.time() - t0, 1), "weights": str(record.file),
                                           "qpt_config": __import__("dataclasses").asdict(cfg)})
-    files, losses, t0 = [], [], time.time()
-
-    def save(step: int) -> None:
-        path = snaps / f"step{step:05d}.safetensors"
-        io.save_safetensors(trainer.model.backbone.state_dict(), path)
-        files.append(path)
-        io.write_json(out / "losses.json", {"losses": losses, "wall_s": round(time.time() - t0, 1),
-                                            "snapshots": {p.stem: p.name for p in files}})
-
-    save(0)
-    loader = torch.utils.data.DataLoader(CropDataset(list_images(data), cfg.crop_size, seed),
-                                         batch_size=cfg.batch_size, sampler=StreamSampler(cfg.batch_size),
-                                         num_workers=cfg.workers, worker_init_fn=low_priority_worker)
-    it = iter(loader)
-    for step in tqdm(range(steps), desc=f"qpt {backbone}", unit="step"):
-        stats = trainer.step(trainer.make_batch(next(it), step), step)
-        losses.append(stats["loss"])
-        if step + 1 in wanted:
-            save(step + 1)
     return files
 
 
@@ -174,7 +183,8 @@ def probe_main(a, out: Path) -> int:
     table = study_table(rows)
     table.to_csv(out / "study.csv", index=False)
     meta = json.loads((out / "pretrain.json").read_text()) if (out / "pretrain.json").is_file() else {}
-    wall = json.loads((out / "losses.json").read_text()).get("wall_s") if (out / "losses.json").is_file() else None
+    wall = meta.get("wall_s") or (json.loads((out / "losses.json").read_text()).get("wall_s")
+                                  if (out / "losses.json").is_file() else None)
     head = (f"QPT {a.backbone} on {meta.get('data', '?')} ({meta.get('overrides') or 'CPU preset'}), "
             f"pretraining wall {wall} s; probe: ridge on frozen features of {a.probe_set}, {a.splits} splits; "
             f"Wilcoxon: two-sided signed-rank test of the per-split SRCC against step 0")

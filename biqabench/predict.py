@@ -33,23 +33,19 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", precision: str = "auto",
             progress: bool = True) -> pd.DataFrame:
     """Scores for ``inputs`` (files or folders) on the native MOS scale of the run's training set."""
-    from biqabench import results
     from biqabench.data import ImageCache
     from biqabench.engine import predict_images
+    from biqabench.results import open_run
     from biqabench.runner import EvalConfig, build_model, load_eval_config, _test_seed
-    from biqabench.weights import read_state_dict
 
-    run_path = results.load_run(run).path if not Path(run).is_dir() else Path(run)
-    model_file = run_path / "model.safetensors"
-    if not model_file.is_file():
-        raise BiqaError(f"run {run_path} has no model.safetensors (it was run with save_model: false, "
-                        f"or did not finish its first split)")
-    manifest = results.read_manifest(run_path)  # a damaged manifest is a one-line error
-    cfg: EvalConfig = load_eval_config(run_path / "config.yaml")
+    folder = open_run(run)
+    state = folder.load_model_state()  # missing or damaged: a one-line error
+    manifest = folder.read_manifest()  # a damaged manifest is a one-line error
+    cfg: EvalConfig = load_eval_config(folder.config_path)
     spec = head_spec(cfg.head)
-    recipe = override(Recipe(), manifest["recipe"], where=f"{run_path}/manifest.json recipe")
+    recipe = override(Recipe(), manifest["recipe"], where=f"{folder.manifest_path} recipe")
     model = build_model(cfg, spec, recipe, None)
-    model.load_state_dict(read_state_dict(model_file))  # a damaged file is a one-line error
+    model.load_state_dict(state)
     runtime = get_runtime(device, precision)
     model = runtime.prepare(model)
     files = collect_images(inputs)

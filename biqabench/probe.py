@@ -32,8 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
-
 from biqabench import io, ridge
 from biqabench.errors import BiqaError
 from biqabench.paths import cache_root
@@ -105,20 +103,22 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def frozen_backbone(weights: str, backbone: str, seed: int = 0):
-    """(backbone in eval mode, weights source, sha256 of its state).  ``random`` is seeded."""
-    from biqabench.backbones import create_backbone
-    from biqabench.weights import remap_state_dict, resolve_state_dict
+    """(backbone in eval mode, the resolved weights, sha256 of the backbone's state).
 
-    state, source = resolve_state_dict(weights, backbone)
-    torch.manual_seed(seed)  # the random initialisation is reproducible (and QPT's starting point)
+    ``random`` is seeded with ``seed`` (as QPT seeds its starting point), so the state digest,
+    and with it the feature cache, is the same for ``random`` and QPT's step-0 weights.
+    """
+    from biqabench.backbones import create_backbone
+    from biqabench.weights import resolve_weights
+
+    resolved = resolve_weights(weights, backbone)
+    torch.manual_seed(seed)
     net = create_backbone(backbone, weights="random")
-    if state is not None:
-        mapped, _ = remap_state_dict(state, net, source)
-        net.load_state_dict(mapped, strict=True)
+    resolved.load_into(net)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return net, source, state_digest(net.state_dict())
+    return net, resolved, state_digest(net.state_dict())
 
 
 def pool_stages(maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -248,15 +248,15 @@ def _split_results(k: int, split, cfg: ProbeConfig, tables: dict, feats: dict, t
 
 def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | Path | None = None,
               progress: bool = True, cache: FeatureCache | None = None, **overrides: Any) -> Path:
-    """Extract (or read cached) features, fit ridge per split, write the run folder; return it."""
-    from biqabench import results
+    """Extract (or read cached) features, fit ridge per split, write the run folder; return its path."""
     from biqabench.data import load_dataset, make_splits
     from biqabench.device import get_runtime
+    from biqabench.results import RunFolder
 
     started = time.time()
     cfg = config if isinstance(config, ProbeConfig) else load_probe_config(config, **overrides)
     runtime = get_runtime(cfg.device, cfg.precision)
-    net, source, digest = frozen_backbone(cfg.weights, cfg.backbone, cfg.seed)
+    net, weights, digest = frozen_backbone(cfg.weights, cfg.backbone, cfg.seed)
     net = runtime.prepare(net)
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
@@ -264,12 +264,11 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
               for n in [train_name, *test_names]}
     split_list = make_splits(tables[train_name], n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
                              official=cfg.official_split)
-    label = f"ridge-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
-    run_path = Path(run_dir) if run_dir else results.new_run_dir("probe", label)
-    io.ensure_dir(run_path, "run folder")
-    io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    manifest = _manifest(cfg, source, digest, runtime, tables, train_name, test_names)
-    results.write_manifest(run_path, **manifest)
+    label = f"ridge-{weights.label}-{cfg.backbone}"
+    folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("probe", label)
+    folder.write_config(dataclasses.asdict(cfg))
+    manifest = _manifest(cfg, weights, digest, runtime, tables, train_name, test_names)
+    folder.write_manifest(**manifest)
     try:
         feats, fstats = {}, {}
         for name, table in tables.items():
@@ -281,26 +280,31 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
         for k, split in enumerate(split_list):
             preds, rows, alpha = _split_results(k, split, cfg, tables, feats, train_name)
             alphas.append(alpha)
-            results.write_predictions(run_path, pd.DataFrame(preds), split=k)
-            results.write_metrics(run_path, pd.DataFrame(rows), split=k)
+            folder.write_predictions(pd.DataFrame(preds), split=k)
+            folder.write_metrics(pd.DataFrame(rows), split=k)
         manifest.update(alphas=alphas, feature_dim=int(next(iter(feats.values())).shape[1]),
                         features={n: dataclasses.asdict(s) for n, s in fstats.items()},
                         fit_seconds=round(time.time() - t_fit, 2))
     except BaseException as exc:
         error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        results.write_manifest(run_path, **{**manifest, "status": status, "error": error,
-                                            "wall_seconds": round(time.time() - started, 1)})
+        folder.write_manifest(**{**manifest, "status": status, "error": error,
+                                 "wall_seconds": round(time.time() - started, 1)})
         raise
-    _finalize(run_path, manifest, started)
-    return run_path
+    metrics, predictions = folder.read_metrics(), folder.read_predictions()
+    folder.write_metrics(metrics)
+    folder.write_predictions(predictions)
+    folder.write_summary(metrics, manifest)
+    folder.write_plots(predictions, pd.DataFrame())
+    folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": round(time.time() - started, 1)})
+    return folder.path
 
 
-def _manifest(cfg: ProbeConfig, source: str, digest: str, runtime, tables: dict, train_name: str,
+def _manifest(cfg: ProbeConfig, weights, digest: str, runtime, tables: dict, train_name: str,
               test_names: list[str]) -> dict:
     return {
-        "kind": "probe", "head": "ridge", "weights": cfg.weights, "weights_source": source,
-        "weights_sha256": digest, "backbone": cfg.backbone, "protocol": "linear-probe",
+        "kind": "probe", "head": "ridge", **weights.describe(), "backbone_state_sha256": digest,
+        "backbone": cfg.backbone, "protocol": "linear-probe",
         "train": train_name, "test": test_names, "splits": cfg.splits,
         "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
         "precision": runtime.precision,
@@ -312,19 +316,6 @@ def _manifest(cfg: ProbeConfig, source: str, digest: str, runtime, tables: dict,
                      for t in tables.values()},
         "status": "running", "error": None,
     }
-
-
-def _finalize(run_path: Path, manifest: dict, started: float) -> None:
-    from biqabench import plots, results
-
-    metrics = results.read_metrics(run_path)
-    results.write_metrics(run_path, metrics)
-    predictions = results.read_predictions(run_path)
-    results.write_predictions(run_path, predictions)
-    results.write_summary(run_path, metrics, manifest)
-    plots.scatter_plot(predictions, run_path)
-    results.write_manifest(run_path, **{**manifest, "status": "finished",
-                                        "wall_seconds": round(time.time() - started, 1)})
 
 
 __all__ = ["ProbeConfig", "load_probe_config", "FeatureCache", "extract_features", "frozen_backbone",

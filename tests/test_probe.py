@@ -125,7 +125,7 @@ def test_features_are_extracted_once_and_keyed_on_the_weights(gen_set, tmp_path,
     assert (stats["extracted"], stats["cached"]) == (0, 24)
     m1 = json.loads((first / "manifest.json").read_text())
     m2 = json.loads((second / "manifest.json").read_text())
-    assert m1["weights_sha256"] == m2["weights_sha256"]
+    assert m1["backbone_state_sha256"] == m2["backbone_state_sha256"]
     import pandas as pd
     a = pd.read_csv(first / "metrics.csv").query("split < 2").srcc.to_numpy()
     b = pd.read_csv(second / "metrics.csv").srcc.to_numpy()
