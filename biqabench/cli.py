@@ -166,6 +166,9 @@ def _register_extra_commands() -> None:
         except ImportError:
             continue
         module.register(datasets_app)
+    from biqabench import cli_model  # score / predict / export / test
+
+    cli_model.register(app)
 
 
 _register_runner_commands()
