@@ -6,7 +6,7 @@ strides up front, the way timm's ``features_only`` models expose ``feature_info`
 themselves from ``channels``; nothing in a head hard-codes ResNet-50's 2048.
 
 Backbones are created with random weights and never download: weights are put in afterwards by
-:func:`biqabench.weights.load_weights`, which is the one place that knows about ImageNet,
+:func:`biqabench.weights.resolve_weights`, which is the one place that knows about ImageNet,
 pretrainer outputs and checkpoint files.
 """
 
@@ -103,17 +103,17 @@ class TinyBackbone(Backbone):
 def create_backbone(name: str, weights: str | None = "random", **kwargs) -> Backbone:
     """Build a registered backbone and (optionally) load weights into it.
 
-    ``weights`` is resolved by :func:`biqabench.weights.load_weights`: ``random``, ``imagenet``,
-    a pretrainer name such as ``qpt``, or a checkpoint path.
+    ``weights`` is resolved by :func:`biqabench.weights.resolve_weights`: ``random``,
+    ``imagenet``, a pretrainer name such as ``qpt``, or a checkpoint path.
     """
     factory = registry("backbones").get(name)
     model = factory(**kwargs)
     if not model.name:
         model.name = name
     if weights not in (None, "random"):
-        from biqabench.weights import load_weights
+        from biqabench.weights import resolve_weights
 
-        load_weights(model, weights, backbone_name=name)
+        resolve_weights(weights, name).load_into(model)
     return model
 
 

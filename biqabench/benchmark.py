@@ -10,7 +10,6 @@ columns, SRCC/PLCC, one row per head+weights) plus the per-head gain from swappi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from biqabench import io
 from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
+from biqabench.results.folder import RunFolder
+from biqabench.weights import weights_label
 from biqabench.runner import EvalConfig
 
 
@@ -55,13 +56,8 @@ class Job:
     folder: Path
 
     def status(self) -> str:
-        manifest = self.folder / "manifest.json"
-        if not manifest.is_file():
-            return "pending"
-        try:
-            return json.loads(manifest.read_text()).get("status", "running")
-        except ValueError:
-            return "pending"
+        """The job's run folder status as written ("pending" before it has a readable manifest)."""
+        return RunFolder(self.folder).recorded_status() or "pending"
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -76,7 +72,7 @@ def validate_names(m: Matrix, where: str) -> None:
     """Catch a typo in any head, backbone, dataset or weights name before hours of jobs start."""
     from biqabench.plugins import registry
     from biqabench.registry import unknown_name_message
-    from biqabench.weights import BUILTIN_NAMES, _looks_like_path
+    from biqabench.weights import BUILTIN_NAMES, is_checkpoint_path
 
     try:
         registry("backbones").get(m.backbone)
@@ -88,7 +84,7 @@ def validate_names(m: Matrix, where: str) -> None:
         raise BiqaError(f"{where}: {exc}") from None
     known = [*BUILTIN_NAMES, *registry("pretrainers").names()]
     for w in m.weights:
-        if w not in known and not _looks_like_path(w):
+        if w not in known and not is_checkpoint_path(w):
             raise BiqaError(f"{where}: {unknown_name_message('weights', w, known)}")
     # recipe and dataset options reach every job: check them once here, not in each job
     from biqabench.heads import head_spec
@@ -114,8 +110,7 @@ def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
                     recipe_overrides=dict(matrix.recipe_overrides), data_root=matrix.data_root,
                     dataset_options=dict(matrix.dataset_options), device=matrix.device, precision=matrix.precision,
                 )
-                wname = Path(weights).stem if "/" in weights else weights
-                key = f"{head}__{wname}__{train or 'default'}"
+                key = f"{head}__{weights_label(weights)}__{train or 'default'}"
                 jobs.append(Job(key, cfg, root / key))
     return jobs
 
@@ -162,15 +157,14 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     """All finished cells' per-split metrics with head/weights columns."""
     frames = []
     for job in plan(matrix, root):
-        metrics = job.folder / "metrics.csv"
-        if job.status() == "finished" and metrics.is_file():
-            df = pd.read_csv(metrics)
+        if job.status() == "finished":
+            df = RunFolder(job.folder).read_metrics()
             frames.append(df.assign(head=job.config.head, weights=job.config.weights))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
-    from biqabench.results import paper_table, render_table, weight_gain
+    from biqabench.results import paper_table, render, weight_gain
 
     folder = (root or results_root() / "benchmarks") / matrix.name
     df = collect(matrix, root)
@@ -179,14 +173,14 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     table = paper_table(df)
     baseline = matrix.baseline or matrix.weights[0]
     try:
-        gain_text = render_table(weight_gain(df, baseline=baseline), "markdown")
+        gain_text = render(weight_gain(df, baseline=baseline), "markdown")
     except BiqaError as exc:  # e.g. the baseline's jobs have not finished (yet)
         gain_text = f"(not available: {exc})"
     parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
-             f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
+             f"protocol {matrix.protocol}.\n", render(table, "markdown"),
              f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n"]
     io.write_text(folder / "table.md", "\n".join(parts))
-    io.write_text(folder / "table.tex", render_table(table, "latex"))
-    io.write_text(folder / "table.csv", render_table(table, "csv"))
+    io.write_text(folder / "table.tex", render(table, "latex"))
+    io.write_text(folder / "table.csv", render(table, "csv"))
     io.write_text(folder / "metrics.csv", df.to_csv(index=False))
     return table

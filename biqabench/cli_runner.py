@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
             run = evaluate(resume=resume, progress=not no_progress)
         else:
             run = evaluate(config, run_dir=run_dir, progress=not no_progress, **overrides)
-        typer.echo((run / "summary.md").read_text())
+        from biqabench.results import RunFolder
+
+        typer.echo(RunFolder(run).summary_path.read_text())
         typer.echo(f"run folder: {run}")
 
     @app.command("benchmark")

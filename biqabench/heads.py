@@ -9,6 +9,7 @@ scale (0..1, higher is better) during training; datasets map them back to their 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -106,13 +107,45 @@ class IQAHead(nn.Module):
 
 @dataclass
 class HeadSpec:
-    """What a head plugin registers."""
+    """What a head plugin registers.
+
+    ``presets`` maps a preset name (``cpu``, ``paper``...) to a YAML file of recipe overrides; a
+    plugin ships them as package data and fills this with :func:`presets_in` so that an installed
+    copy finds them (``biqabench eval --recipe cpu``).  The built-in ``recipe`` is paper scale.
+    """
 
     name: str
     build: Callable[[Backbone, Recipe], IQAHead]
     recipe: Recipe = field(default_factory=Recipe)
     description: str = ""
     reference: str = ""  # paper / code it follows
+    presets: Mapping[str, Path] = field(default_factory=dict)
+
+    def preset(self, name: str) -> Recipe:
+        """The built-in recipe with preset ``name``'s overrides applied (validated)."""
+        from biqabench.config import load_yaml
+        from biqabench.errors import BiqaError
+
+        if name not in self.presets:
+            shipped = ", ".join(sorted(self.presets)) or "none"
+            raise BiqaError(f"head {self.name!r} ships no preset {name!r} (its presets: {shipped})")
+        path = self.presets[name]
+        return validate_recipe(override(self.recipe, load_yaml(path), where=f"recipe {path}"), where=f"recipe {path}")
+
+
+def presets_in(package: str) -> dict[str, Path]:
+    """``{name: file}`` for the ``presets/<name>.yaml`` files shipped inside ``package``.
+
+    Found through :mod:`importlib.resources`, so a wheel or ``pip install --target`` copy reads the
+    files it installed rather than a source checkout's.
+    """
+    from importlib import resources
+
+    folder = resources.files(package) / "presets"
+    if not folder.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith((".yaml", ".yml"))}
 
 
 def head_spec(name: str) -> HeadSpec:
@@ -161,8 +194,7 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
     code).  Any missing, unexpected or wrongly shaped tensor is a :class:`BiqaError` naming
     examples, so a checkpoint never half-loads.  Returns a :class:`biqabench.weights.LoadReport`.
     """
-    from biqabench.errors import BiqaError
-    from biqabench.weights import LoadReport, read_state_dict
+    from biqabench.weights import load_checked, read_state_dict
 
     if isinstance(source, Mapping):
         state, name = dict(source), what
@@ -182,21 +214,9 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
         mapped[k] = value
     target = head.state_dict()
     unexpected = [k for k in mapped if k not in target]
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    bad_shape = [f"{k} {tuple(v.shape)} vs ours {tuple(target[k].shape)}"
-                 for k, v in mapped.items() if k in target and v.shape != target[k].shape]
-    if unexpected or missing or bad_shape:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
-        if bad_shape:
-            detail.append(f"{len(bad_shape)} of another shape, e.g. {'; '.join(bad_shape[:2])}")
-        backbone = getattr(getattr(head, "backbone", None), "name", "?")
-        raise BiqaError(f"{name} does not fit head {type(head).__name__} on backbone {backbone!r}: "
-                        f"{'; '.join(detail)}. Was it trained with another backbone or head?")
-    for k, v in target.items():  # num_batches_tracked is optional in many checkpoints
-        mapped.setdefault(k, v)
-    head.load_state_dict(mapped, strict=True)
-    return LoadReport(name, len(state) - len(dropped), dropped)
+    backbone = getattr(getattr(head, "backbone", None), "name", "?")
+    report = load_checked(head, mapped, source=name, subject=f"head {type(head).__name__} on backbone {backbone!r}",
+                          unused=unexpected, unused_is_error=True,
+                          hint="Was it trained with another backbone or head?")
+    report.dropped = dropped
+    return report

@@ -4,12 +4,12 @@ network that maps multi-scale local distortion features to quality.
 Recipe defaults are the paper's and its reference code's (SSL92/hyperIQA): 224 px patches,
 25 random patches per training image, 25 per test image (scores averaged), Adam, lr 2e-5 for
 the backbone and 10x for the rest, weight decay 5e-4, L1 loss, batch 96, 16 epochs, lr / 10
-every 6 epochs.  CPU-scale and paper-scale overrides: ``configs/heads/hyperiqa_{cpu,paper}.yaml``.
+every 6 epochs.  CPU-scale and paper-scale presets: ``presets/{cpu,paper}.yaml`` in this package.
 """
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, Recipe
+from biqabench.heads import HeadSpec, Recipe, presets_in
 from biqabench.hookspecs import hookimpl
 from biqabench_plugins.hyperiqa.model import HyperIQAHead, HyperIQAOptions
 from biqabench_plugins.hyperiqa.pyiqa_compat import load_pyiqa_checkpoint
@@ -30,7 +30,7 @@ def build(backbone, recipe: Recipe) -> HyperIQAHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="hyperiqa", build=build, recipe=RECIPE,
+        name="hyperiqa", build=build, recipe=RECIPE, presets=presets_in(__name__),
         description="HyperIQA: hyper network generating a content-adaptive quality regressor over "
                     "multi-scale local distortion features",
         reference="Su et al., Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper "

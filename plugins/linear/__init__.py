@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe
+from biqabench.heads import HeadSpec, IQAHead, Recipe, presets_in
 from biqabench.hookspecs import hookimpl
 
 __all__ = ["RECIPE", "LinearHead", "build"]
@@ -54,7 +54,7 @@ def build(backbone, recipe: Recipe) -> LinearHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="linear", build=build, recipe=RECIPE,
+        name="linear", build=build, recipe=RECIPE, presets=presets_in(__name__),
         description="GAP + FC on the last stage: the QPT paper's plain fine-tuning baseline "
                     "(freeze_backbone: true makes it a linear probe)",
         reference="Zhao et al., Quality-aware Pre-trained Models for Blind Image Quality Assessment, CVPR 2023",

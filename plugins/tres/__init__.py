@@ -5,12 +5,12 @@ Recipe defaults follow the paper and its reference code (isalirezag/TReS, ResNet
 224 px patches, 50 random patches per training and per test image, Adam with lr 2e-5 for every
 parameter (no head multiplier), weight decay 5e-4, batch 53, 3 epochs, lr / 10 after every
 epoch, random horizontal and vertical flips.  The loss runs inside the head (it scores the
-flipped batch itself), so the runner stays generic.  Overrides: ``configs/heads/tres_*.yaml``.
+flipped batch itself), so the runner stays generic.  Presets: ``presets/{cpu,paper}.yaml`` in this package.
 """
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, Recipe
+from biqabench.heads import HeadSpec, Recipe, presets_in
 from biqabench.hookspecs import hookimpl
 from biqabench_plugins.tres.loss import PAPER_LOSS, ranking_loss, tres_loss
 from biqabench_plugins.tres.model import TReSHead, TReSOptions
@@ -32,7 +32,7 @@ def build(backbone, recipe: Recipe) -> TReSHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="tres", build=build, recipe=RECIPE,
+        name="tres", build=build, recipe=RECIPE, presets=presets_in(__name__),
         description="TReS: transformer over multi-scale features + pooled CNN features; "
                     "L1 + relative ranking + flip self-consistency",
         reference="Golestaneh et al., No-Reference Image Quality Assessment via Transformers, Relative "
