@@ -43,30 +43,30 @@ def build_head(info: ModelInfo, state: dict | None = None, where: str = "model")
     return head.eval()
 
 
-def _run_model_file(run_path: Path, split: int) -> Path:
-    candidates = [run_path / "splits" / str(split) / "model.safetensors"]
+def _run_model_file(folder, split: int) -> Path:
+    candidates = [folder.split_dir(split) / folder.model_path.name]
     if split == 0:
-        candidates.insert(0, run_path / "model.safetensors")
+        candidates.insert(0, folder.model_path)
     for c in candidates:
         if c.is_file():
             return c
     if split != 0:
-        raise BiqaError(f"run {run_path} kept no model for split {split} (eval saves split 0's model as "
-                        f"model.safetensors); use --split 0")
-    raise BiqaError(f"run {run_path} has no model.safetensors (it was run with save_model: false, "
+        raise BiqaError(f"run {folder.path} kept no model for split {split} (eval saves split 0's model as "
+                        f"{folder.model_path.name}); use --split 0")
+    raise BiqaError(f"run {folder.path} has no {folder.model_path.name} (it was run with save_model: false, "
                     f"or did not finish its first split)")
 
 
-def info_from_run(run_path: Path, split: int = 0) -> ModelInfo:
-    """The :class:`ModelInfo` of a finished eval run's model, from its manifest and config."""
-    from biqabench import results
+def info_from_run(folder, split: int = 0) -> ModelInfo:
+    """The :class:`ModelInfo` of a finished eval run's model (a :class:`RunFolder`), from its
+    manifest and config."""
     from biqabench.runner import load_eval_config
 
-    manifest = results.read_manifest(run_path)
+    manifest = folder.read_manifest()
     if manifest.get("kind") not in (None, "eval") or "recipe" not in manifest:
-        raise BiqaError(f"run {run_path} is a {manifest.get('kind')!r} run without a trained model; "
+        raise BiqaError(f"run {folder.path} is a {manifest.get('kind')!r} run without a trained model; "
                         "name an eval run, an exported file or pyiqa:NAME")
-    cfg = load_eval_config(run_path / "config.yaml")
+    cfg = load_eval_config(folder.config_path)
     train = manifest["datasets"][manifest["train"]]
     recipe = dict(manifest["recipe"])
     lo, hi = (float(v) for v in train["scale"])
@@ -78,20 +78,20 @@ def info_from_run(run_path: Path, split: int = 0) -> ModelInfo:
         resize=int((train.get("options") or {}).get("resize") or 0) or int(recipe.get("resize") or 0),
         seed=cfg.seed, scale=(lo, hi), higher_better=higher,
         offset=lo if higher else hi, gain=(hi - lo) if higher else -(hi - lo),
-        train_set=manifest["train"], weights=str(manifest.get("weights", "")), source=str(run_path),
-        extra={"run": run_path.name, "split": split, "train_fingerprint": train.get("fingerprint"),
-               "protocol": manifest.get("protocol")},
+        train_set=manifest["train"], weights=str(manifest.get("weights", "")), source=str(folder.path),
+        extra={"run": folder.id, "split": split, "train_fingerprint": train.get("fingerprint"),
+               "protocol": manifest.get("protocol"), "weights_sha256": manifest.get("weights_sha256")},
     )
 
 
 def head_from_run(run: str | Path, split: int = 0):
     """(head with the run's fine-tuned weights, its ModelInfo) for a run id, prefix or folder."""
-    from biqabench import results
+    from biqabench.results import open_run
     from biqabench.weights import read_state_dict
 
-    run_path = Path(run) if Path(run).is_dir() else results.load_run(run).path
-    info = info_from_run(run_path, split)
-    model_file = _run_model_file(run_path, split)
+    folder = open_run(run)
+    info = info_from_run(folder, split)
+    model_file = _run_model_file(folder, split)
     return build_head(info, read_state_dict(model_file), where=str(model_file)), info
 
 

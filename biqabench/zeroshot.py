@@ -9,8 +9,8 @@ Scores are compared with MOS the way ``eval`` compares its cross-dataset predict
 model's native score is normalised to 0..1 higher-is-better with the model's own scale
 (:meth:`ModelInfo.to_norm`), then mapped onto the test set's MOS scale (``pred``; the raw
 native score is kept as ``score``).  Metrics rows say ``train_set: zero-shot``, so test runs of
-different models (pyiqa's and ours) line up by test set in ``results compare``.  The mapping is linear and oriented, so SRCC/KRCC are the
-model's own, and PLCC/RMSE follow the usual logistic fit.
+different models (pyiqa's and ours) line up by test set in ``results compare``.  The mapping is
+linear and oriented, so SRCC/KRCC are the model's own, and PLCC/RMSE follow the usual logistic fit.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from biqabench import io
 from biqabench.errors import BiqaError
+from biqabench.results.folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,6 @@ def test_model(model, tests: list[str] | str, *, data_root: str | None = None, s
                dataset_options: dict | None = None, progress: bool = True) -> Path:
     """Score every image of each test set with ``model`` (any :func:`load_model` source) and write
     a run folder; returns its path."""
-    from biqabench import results
     from biqabench.data import load_dataset
     from biqabench.model import load_model
 
@@ -85,37 +83,35 @@ def test_model(model, tests: list[str] | str, *, data_root: str | None = None, s
     options = dataset_options or {}
     tables = {n: load_dataset(n, data_root or None, skip_bad=skip_bad, **options.get(n, {})) for n in names}
     label = f"{m.info.head}-{m.info.weights or 'model'}"
-    path = Path(run_dir) if run_dir else results.new_run_dir("test", label)
-    io.ensure_dir(path, "run folder")
-    config = {"model": source, "test": names, "data_root": data_root or "", "skip_bad": skip_bad,
-              "device": device, "precision": precision, "dataset_options": options}
-    io.write_text(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("test", label)
+    folder.write_config({"model": source, "test": names, "data_root": data_root or "", "skip_bad": skip_bad,
+                         "device": device, "precision": precision, "dataset_options": options})
     manifest = _manifest(m, tables, source)
-    results.write_manifest(path, **manifest)
+    folder.write_manifest(**manifest)
     try:
         preds, rows = [], []
         for table in tables.values():
             p, r = _score_table(m, table, progress, skip_bad)
             preds += p
             rows.append(r)
-        results.write_predictions(path, pd.DataFrame(preds), split=0)
-        results.write_metrics(path, pd.DataFrame(rows), split=0)
+        folder.write_predictions(pd.DataFrame(preds), split=0)
+        folder.write_metrics(pd.DataFrame(rows), split=0)
     except Exception as exc:
         error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
-        results.write_manifest(path, **{**manifest, "status": "failed", "error": error,
-                                        "wall_seconds": time.time() - started})
+        folder.write_manifest(**{**manifest, "status": "failed", "error": error, "wall_seconds": time.time() - started})
         raise
-    _finalize(path, manifest, started)
-    return path
+    _finalize(folder, manifest, started)
+    return folder.path
 
 
-def _finalize(path: Path, manifest: dict, started: float) -> None:
-    from biqabench import plots, results
+def _finalize(folder, manifest: dict, started: float) -> None:
+    """Merged tables, summary, one scatter plot per test set, the finished manifest."""
+    from biqabench import plots
 
-    metrics = results.read_metrics(path)
-    results.write_metrics(path, metrics)
-    predictions = results.read_predictions(path)
-    results.write_predictions(path, predictions)
-    results.write_summary(path, metrics, manifest)
-    plots.scatter_plot(predictions, path)
-    results.write_manifest(path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    metrics = folder.read_metrics()
+    folder.write_metrics(metrics)
+    predictions = folder.read_predictions()
+    folder.write_predictions(predictions)
+    folder.write_summary(metrics, manifest)
+    plots.scatter_plot(predictions, folder.plots_dir)  # no training curves: nothing was trained
+    folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})

@@ -164,7 +164,7 @@ def test_test_command_writes_a_run_folder_results_can_read(tiny_model_run, tmp_p
                                 "--run-dir", tmp_path / "runs" / "ours")
     assert code == 0, err
     ours = load_run(tmp_path / "runs" / "ours")
-    for name in ("config.yaml", "manifest.json", "predictions.csv", "metrics.csv", "summary.md", "scatter-demo-b.png"):
+    for name in ("config.yaml", "manifest.json", "predictions.csv", "metrics.csv", "summary.md", "plots/scatter-demo-b.png"):
         assert (ours.path / name).is_file(), name
     assert ours.manifest["kind"] == "test" and ours.manifest["status"] == "finished"
     assert ours.manifest["train"] == "demo-a" and ours.manifest["model"]["head"] == "linear"
