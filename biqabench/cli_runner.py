@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
         from tabulate import tabulate
 
-        from biqabench.benchmark import load_matrix, plan, run_matrix
+        from biqabench.matrix import load_matrix, plan, run_matrix
 
         m = load_matrix(matrix)
         planned = plan(m)
@@ -77,8 +77,6 @@ def register(app: typer.Typer) -> None:
         folder = planned[0].folder.parent
         typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
 
-    try:
-        from biqabench import cli_results
-    except ImportError:
-        return
+    from biqabench import cli_results
+
     cli_results.register(app)

@@ -30,9 +30,9 @@ def build_head(info: ModelInfo, state: dict | None = None, where: str = "model")
     """Our head for ``info`` (random backbone init, then ``state`` loaded strictly)."""
     from biqabench.backbones import create_backbone
     from biqabench.config import override
-    from biqabench.heads import Recipe, create_head
+    from biqabench.heads import TrainRecipe, create_head
 
-    recipe = override(Recipe(), info.recipe, where=f"{where} recipe")
+    recipe = override(TrainRecipe(), info.recipe, where=f"{where} recipe")
     head = create_head(info.head, create_backbone(info.backbone, weights="random"), recipe=recipe)
     if state is not None:
         try:

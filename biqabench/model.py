@@ -4,7 +4,7 @@ SOURCE is a finished ``eval`` run (id, unique prefix or folder), a file written 
 ``biqabench export``, or ``pyiqa:NAME[:FILE]`` (a pyiqa metric, or pyiqa's HyperIQA / TReS
 checkpoint loaded into our heads).  Whatever the source, scoring goes the way evaluation scores
 test images: decode through :mod:`biqabench.data.images`, the training set's resize, the same
-seeded test crops (:func:`biqabench.runner._test_seed`), ImageNet normalisation and
+seeded test crops (:func:`biqabench.data.patches.test_crop_seed`), ImageNet normalisation and
 :func:`biqabench.engine.predict_images` (batched, ``inference_mode``, bf16 autocast and folded
 BatchNorm where the hardware runs bf16 natively).  Scores come back on the model's native scale
 (the training set's MOS scale and direction, or the pyiqa metric's own).
@@ -236,11 +236,10 @@ class HeadBackend:
         self._net = inference_model(self.head, runtime)  # folded once, reused by every call
 
     def score(self, images, runtime, *, seed: int, progress: bool = False, desc: str = "score") -> np.ndarray:
-        from biqabench.data.patches import image_patches
+        from biqabench.data.patches import image_patches, test_crop_seed
         from biqabench.engine import predict_images
-        from biqabench.runner import _test_seed
 
-        stream = (image_patches(arr, self.patch_size, self.test_patches, seed=_test_seed(name, seed))
+        stream = (image_patches(arr, self.patch_size, self.test_patches, seed=test_crop_seed(name, seed))
                   for name, arr in images)
         return predict_images(self._net, stream, runtime, batch_patches=self.batch_patches,
                               progress=progress, desc=desc)

@@ -37,18 +37,21 @@ from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
+from biqabench.plots import loss_curve
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsRecord, WeightsStore
-from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StreamSampler, list_images, low_priority_worker,
-                                        make_views)
+from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StepBatches, StepSampler, ViewSpec, list_images,
+                                        low_priority_worker, make_views, step_generators)
 from biqabench_plugins.qpt.degradations import DegradationConfig, space_size, validate
+from biqabench_plugins.qpt.recipe_log import RecipeLog
 from biqabench_plugins.qpt.moco import QPTModel
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 #: Settings that may change between an interrupted run and its --resume (the rest must match).
-RESUMABLE_CHANGES = ("steps", "epochs", "workers", "threads", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "epochs", "workers", "threads", "checkpoint_every", "log_recipes_every")
+DEGRADE_ON = ("auto", "workers", "device")
 
 
 @dataclass
@@ -85,6 +88,9 @@ class QPTConfig:
     threads: int = 1             # CPU intra-op threads; 0: auto (see cpu_threads). 1 is the robust
                                  # choice for a small or shared CPU (see cpu_threads for measurements)
     checkpoint_every: int = 20
+    log_recipes_every: int = 10  # every N steps, the step's recipes go to recipes.jsonl (0: never)
+    degrade_on: str = "auto"     # workers: whole batches built in DataLoader workers; device: degraded
+                                 # on the training device; auto: workers on CPU, device on CUDA
     optim: OptimConfig = field(default_factory=OptimConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
@@ -98,8 +104,10 @@ def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
             raise BiqaError(f"{where}: {key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.steps < 1 and cfg.epochs <= 0:
         raise BiqaError(f"{where}: give steps >= 1 or epochs > 0")
-    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0:
-        raise BiqaError(f"{where}: queue_size, workers and hidden_dim must be >= 0")
+    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0 or cfg.log_recipes_every < 0:
+        raise BiqaError(f"{where}: queue_size, workers, hidden_dim and log_recipes_every must be >= 0")
+    if cfg.degrade_on not in DEGRADE_ON:
+        raise BiqaError(f"{where}: degrade_on must be one of {', '.join(DEGRADE_ON)}, got {cfg.degrade_on!r}")
     if not 0.0 <= cfg.momentum < 1.0:
         raise BiqaError(f"{where}: momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.temperature <= 0:
@@ -199,19 +207,34 @@ class QPTTrainer:
         return cls(runtime.prepare(model), cfg, runtime, total_steps, seed, rank, world)
 
     def generators(self, step: int) -> tuple[np.random.Generator, torch.Generator, torch.Generator]:
-        """(numpy rng for recipes and crops, device generator for noise, CPU generator for shuffle-BN)."""
-        rng = np.random.default_rng([self.seed, step, self.rank, 3])
-        dev_gen = torch.Generator(device=self.runtime.device).manual_seed(int(rng.integers(2 ** 62)))
+        """(numpy rng for recipes and patches, device generator for noise, CPU generator for shuffle-BN)."""
+        rng, dev_gen, _ = step_generators(self.seed, step, self.rank, self.runtime.device)
         cpu_gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, step, 5]).integers(2 ** 62)))
         return rng, dev_gen, cpu_gen
 
+    def view_spec(self) -> ViewSpec:
+        c = self.cfg
+        return ViewSpec(c.degradation, c.patch_size, c.negative_degradations, c.patches_per_negative)
+
+    def views_in_workers(self) -> bool:
+        """Whether whole batches are built in the DataLoader (CPU) or degraded on the device (CUDA)."""
+        if self.cfg.degrade_on == "auto":
+            return self.runtime.device.type == "cpu"
+        return self.cfg.degrade_on == "workers"
+
+    def make_views(self, crops: torch.Tensor, step: int) -> QPTBatch:
+        """Pristine uint8 crops (B, 3, S, S) -> uint8 views degraded on the training device."""
+        rng, dev_gen, _ = self.generators(step)
+        _, _, noise_seed = step_generators(self.seed, step, self.rank)
+        spec = self.view_spec()
+        batch = make_views(crops, spec.cfg, spec.patch_size, rng, dev_gen,
+                           negative_degradations=spec.negative_degradations,
+                           patches_per_negative=spec.patches_per_negative, device=self.runtime.device)
+        return dataclasses.replace(batch, noise_seed=noise_seed)
+
     def make_batch(self, crops: torch.Tensor, step: int) -> QPTBatch:
         """Pristine uint8 crops (B, 3, S, S) -> degraded, normalised patches on the device."""
-        rng, dev_gen, _ = self.generators(step)
-        batch = make_views(crops, self.cfg.degradation, self.cfg.patch_size, rng, dev_gen,
-                           negative_degradations=self.cfg.negative_degradations,
-                           patches_per_negative=self.cfg.patches_per_negative, device=self.runtime.device)
-        return batch.to(self.runtime)
+        return self.make_views(crops, step).to(self.runtime)
 
     def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float]:
         """One optimiser step on ``batch``; returns loss and diagnostics as floats."""
@@ -314,36 +337,9 @@ def cpu_threads(requested: int = 0) -> int:
 
 
 def default_data() -> Path:
-    try:
-        from biqabench.data.embedded import pristine_dir
-    except ImportError:
-        raise BiqaError("the embedded default images are not available in this install; "
-                        "pass --data FOLDER (any folder of images)") from None
+    from biqabench.data.embedded import pristine_dir
+
     return pristine_dir()
-
-
-def loss_plot(losses: list[float], path: Path, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    steps = np.arange(1, len(losses) + 1)
-    ax.plot(steps, losses, lw=0.8, alpha=0.45, label="loss")
-    if len(losses) >= 5:
-        w = max(2, len(losses) // 20)
-        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("QC-Loss")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
 
 
 def _check_resume(state: dict, cfg: QPTConfig, backbone: str, world: int, seed: int, path: Path) -> None:
@@ -414,12 +410,15 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
     elif ckpt_path.is_file() and rank == 0:
         log.warning("starting over: %s will be replaced (use --resume to continue it)", ckpt_path)
 
+    in_workers = trainer.views_in_workers()
     loader = torch.utils.data.DataLoader(
-        CropDataset(paths, cfg.crop_size, request.seed), batch_size=b,
-        sampler=StreamSampler(b, start_step=start, rank=rank, world=world),
-        num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
+        StepBatches(CropDataset(paths, cfg.crop_size, request.seed), b, request.seed, rank, world,
+                    views=trainer.view_spec() if in_workers else None),
+        batch_size=None, sampler=StepSampler(start), num_workers=cfg.workers,
+        pin_memory=runtime.device.type == "cuda",
         worker_init_fn=low_priority_worker if runtime.device.type == "cpu" else None,
     )
+    recipe_log = RecipeLog(run_dir, cfg.log_recipes_every, request.seed, paths, data_root, start, enabled=rank == 0)
     show = request.progress and rank == 0
     bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step", disable=not show,
                dynamic_ncols=True)
@@ -435,8 +434,14 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         try:
             while step < total:
                 t0 = time.time()
-                crops = next(it)
-                stats = trainer.step(trainer.make_batch(crops, step), step)
+                item = next(it)
+                if in_workers:
+                    views = item
+                else:
+                    samples, crops = item
+                    views = dataclasses.replace(trainer.make_views(crops, step), samples=samples)
+                recipe_log.write(step, views, rank)
+                stats = trainer.step(views.to(runtime), step)
                 losses.append(stats["loss"])
                 step += 1
                 dt = time.time() - t0
@@ -472,9 +477,9 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
     record: WeightsRecord | None = None
     if rank == 0:
         tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
-        plot = loss_plot(losses, run_dir / "loss.png",
-                         f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
-                         f"patch {cfg.patch_size}") if losses else None
+        plot = loss_curve(losses, run_dir / "loss.png",
+                          f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
+                          f"patch {cfg.patch_size}", ylabel="QC-Loss") if losses else None
         io.write_json(run_dir / "losses.json", {"losses": losses})
         extra = {
             "steps": step, "final_loss": float(np.mean(tail)), "last_loss": losses[-1] if losses else None,
@@ -482,7 +487,11 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
             "images_seen": step * cfg.batch_size * world, "data": str(data_root), "data_images": n_images,
             "run_dir": str(run_dir), "loss_curve": str(plot) if plot else None, "world_size": world,
             "device": str(runtime.device), "precision": runtime.precision, "seed": request.seed,
-            "degradation_space_size": f"{float(space_size(cfg.degradation)):.3e}",
+            # operator kinds and their orders (the paper's way of counting, ~10^7); see docs/qpt.md
+            "degradation_space_size": f"{float(space_size(cfg.degradation, 'types')):.3e}",
+            "degradation_space_level": "kinds",
+            "degradation_space_params": f"{float(space_size(cfg.degradation, 'params')):.3e}",
+            "recipes_log": str(run_dir / "recipes.jsonl") if cfg.log_recipes_every else None,
         }
         record = store.save(trainer.model.backbone.state_dict(), producer="qpt", backbone=backbone,
                             config=dataclasses.asdict(cfg), extra=extra)
