@@ -12,7 +12,6 @@ pretrainer outputs and checkpoint files.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -116,8 +115,3 @@ def create_backbone(name: str, weights: str | None = "random", **kwargs) -> Back
         resolve_weights(weights, name).load_into(model)
     return model
 
-
-def feature_shapes(backbone: Backbone, size: int = 224) -> list[Sequence[int]]:
-    """Shapes of the stage outputs for a ``size`` x ``size`` input (a cheap self-check)."""
-    with torch.no_grad():
-        return [tuple(f.shape) for f in backbone(torch.zeros(1, 3, size, size))]

@@ -1,4 +1,5 @@
-"""CLI commands of the runner: ``eval``, ``benchmark``, ``predict`` (and ``results``)."""
+"""CLI commands of the runner: ``eval``, ``benchmark`` (and ``results``); ``score``/``predict``/``export``/``test``
+live in :mod:`biqabench.cli_model`."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
         from tabulate import tabulate
 
-        from biqabench.benchmark import load_matrix, plan, run_matrix
+        from biqabench.matrix import load_matrix, plan, run_matrix
 
         m = load_matrix(matrix)
         planned = plan(m)
@@ -115,28 +116,6 @@ def register(app: typer.Typer) -> None:
         folder = planned[0].folder.parent
         typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
 
-    @app.command("predict")
-    def predict_command(
-        inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-        run: str = typer.Option(..., help="A finished eval run (id, unique prefix or folder) whose model to use."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here (default: print it)."),
-        device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
-        precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
-    ) -> None:
-        """Score images with a fine-tuned model (CSV: image, predicted MOS on the training set's scale)."""
-        from biqabench import io
-        from biqabench.predict import predict
+    from biqabench import cli_results
 
-        df = predict(run, [str(p) for p in inputs], device=device, precision=precision, progress=not no_progress)
-        if output:
-            io.write_text(output, df.to_csv(index=False))
-            typer.echo(f"wrote {len(df)} scores to {output}")
-        else:
-            typer.echo(df.to_csv(index=False), nl=False)
-
-    try:
-        from biqabench import cli_results
-    except ImportError:
-        return
     cli_results.register(app)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from biqabench import distributed, io
 from biqabench.device import Runtime
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class TrainResult:
     best_state: dict | None = None
 
 
-def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.optim.Optimizer:
+def make_optimizer(model: IQAHead, recipe: TrainRecipe, runtime: Runtime) -> torch.optim.Optimizer:
     groups = [g for g in model.param_groups(recipe) if g["params"]]
     name = recipe.optimizer.lower()
     if name == "adam":
@@ -53,7 +53,7 @@ def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.op
     raise BiqaError(f"recipe optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe):
     if recipe.lr_step and recipe.lr_step > 0:
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
@@ -70,7 +70,7 @@ def _set_rng_state(state: dict) -> None:
 def train_head(
     model: IQAHead,
     train_data,
-    recipe: Recipe,
+    recipe: TrainRecipe,
     runtime: Runtime,
     *,
     validate: Callable[[IQAHead], float] | None = None,
@@ -206,9 +206,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
     ResNet-50 forward on CPU).
 
     fp32 runs use the model unchanged: that is the exact reference path.  The caller's model is
-    never modified.
+    never modified.  A model this function already built is returned as is (no second copy), so
+    a caller scoring many small batches (``biqabench.model.Model``) builds it once.
     """
-    if runtime.amp_dtype is None:
+    if runtime.amp_dtype is None or getattr(model, "_biqa_inference_ready", False):
         return model
     copy_ = copy.deepcopy(model).eval()
     folded = 0
@@ -219,7 +220,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
                 break
             except Exception as exc:  # noqa: BLE001 - not traceable: try the backbone alone
                 log.debug("no BatchNorm folding in %s: %s", type(part).__name__, exc)
-    return runtime.prepare(copy_) if folded else model
+    out = runtime.prepare(copy_) if folded else model
+    if folded:
+        out._biqa_inference_ready = True
+    return out
 
 
 def fold_batchnorms(module: torch.nn.Module) -> int:

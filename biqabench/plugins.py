@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -208,9 +208,3 @@ def reset_harness() -> None:
 def registry(kind: str) -> Registry:
     return get_harness().registry(kind)
 
-
-def get_component(kind: str, name: str) -> Any:
-    return registry(kind).get(name)
-
-
-Factory = Callable[..., Any]
