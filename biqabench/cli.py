@@ -149,11 +149,15 @@ def pretrain(
 
 
 def _register_more_commands() -> None:
-    """eval / benchmark / predict / results (biqabench.cli_runner) and the datasets commands."""
+    """eval / benchmark / results (biqabench.cli_runner), score / predict / export / test
+    (biqabench.cli_model) and the datasets commands."""
     from biqabench import cli_runner
     from biqabench.data import cli as data_cli
 
+    from biqabench import cli_model  # score / predict / export / test
+
     cli_runner.register(app)
+    cli_model.register(app)
     data_cli.register(datasets_app)
 
 
