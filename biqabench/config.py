@@ -147,6 +147,3 @@ def override(obj: T, values: dict | None, where: str = "config") -> T:
             changes[key] = _coerce(value, hints[key], key, where)
     return dataclasses.replace(obj, **changes)
 
-
-def to_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)

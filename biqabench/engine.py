@@ -29,7 +29,7 @@ from biqabench import distributed
 from biqabench.device import Runtime
 from biqabench.divergence import NanGuard
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class TrainResult:
     skipped: dict = field(default_factory=dict)  # NanGuard.counts(): batches/steps skipped
 
 
-def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.optim.Optimizer:
+def make_optimizer(model: IQAHead, recipe: TrainRecipe, runtime: Runtime) -> torch.optim.Optimizer:
     groups = [g for g in model.param_groups(recipe) if g["params"]]
     name = recipe.optimizer.lower()
     if name == "adam":
@@ -56,7 +56,7 @@ def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.op
     raise BiqaError(f"recipe optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe):
     if recipe.lr_step and recipe.lr_step > 0:
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
@@ -73,7 +73,7 @@ def _set_rng_state(state: dict) -> None:
 def train_head(
     model: IQAHead,
     train_data,
-    recipe: Recipe,
+    recipe: TrainRecipe,
     runtime: Runtime,
     *,
     validate: Callable[[IQAHead], float] | None = None,
@@ -195,7 +195,7 @@ def train_head(
     return result
 
 
-def _resume_meta(recipe: Recipe, seed: int, train_data) -> dict:
+def _resume_meta(recipe: TrainRecipe, seed: int, train_data) -> dict:
     """What a resumed fine-tune must share with the checkpoint, or it would not reproduce the run."""
     return {"seed": seed, "recipe": asdict(recipe), "train_items": len(train_data),
             "world": distributed.world_size()}
@@ -222,9 +222,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
     ResNet-50 forward on CPU).
 
     fp32 runs use the model unchanged: that is the exact reference path.  The caller's model is
-    never modified.
+    never modified.  A model this function already built is returned as is (no second copy), so
+    a caller scoring many small batches (``biqabench.model.Model``) builds it once.
     """
-    if runtime.amp_dtype is None:
+    if runtime.amp_dtype is None or getattr(model, "_biqa_inference_ready", False):
         return model
     copy_ = copy.deepcopy(model).eval()
     folded = 0
@@ -235,7 +236,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
                 break
             except Exception as exc:  # noqa: BLE001 - not traceable: try the backbone alone
                 log.debug("no BatchNorm folding in %s: %s", type(part).__name__, exc)
-    return runtime.prepare(copy_) if folded else model
+    out = runtime.prepare(copy_) if folded else model
+    if folded:
+        out._biqa_inference_ready = True
+    return out
 
 
 def fold_batchnorms(module: torch.nn.Module) -> int:

@@ -40,6 +40,7 @@ from biqabench.device import Runtime, get_runtime
 from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
+from biqabench.plots import loss_curve
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsRecord, WeightsStore
 from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StepBatches, StepSampler, ViewSpec, list_images,
@@ -344,36 +345,9 @@ def cpu_threads(requested: int = 0) -> int:
 
 
 def default_data() -> Path:
-    try:
-        from biqabench.data.embedded import pristine_dir
-    except ImportError:
-        raise BiqaError("the embedded default images are not available in this install; "
-                        "pass --data FOLDER (any folder of images)") from None
+    from biqabench.data.embedded import pristine_dir
+
     return pristine_dir()
-
-
-def loss_plot(losses: list[float], path: Path, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    steps = np.arange(1, len(losses) + 1)
-    ax.plot(steps, losses, lw=0.8, alpha=0.45, label="loss")
-    if len(losses) >= 5:
-        w = max(2, len(losses) // 20)
-        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("QC-Loss")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
 
 
 def resume_meta(config: dict, backbone: str, world: int, seed: int) -> dict:
@@ -523,9 +497,9 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
     record: WeightsRecord | None = None
     if rank == 0:
         tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
-        plot = loss_plot(losses, run_dir / "loss.png",
-                         f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
-                         f"patch {cfg.patch_size}") if losses else None
+        plot = loss_curve(losses, run_dir / "loss.png",
+                          f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
+                          f"patch {cfg.patch_size}", ylabel="QC-Loss") if losses else None
         io.write_json(run_dir / "losses.json", {"losses": losses})
         extra = {
             "steps": step, "final_loss": float(np.mean(tail)), "last_loss": losses[-1] if losses else None,
