@@ -16,7 +16,7 @@ from biqabench.errors import BiqaError
 if TYPE_CHECKING:  # pragma: no cover
     from biqabench.data.splits import Split
     from biqabench.data.table import IQATable
-    from biqabench.heads import Recipe
+    from biqabench.heads import TrainRecipe as Recipe
     from biqabench.runner import EvalConfig
 
 #: A validation part smaller than this cannot rank epochs; the final epoch is kept instead.

@@ -74,10 +74,10 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: str | None = Non
     return io.write_text(path, text if text.endswith("\n") else text + "\n")
 
 
-_META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "train_sets", "test", "test_sets",
+_META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "test",
                 "splits", "seeds", "splits_from", "test_frac", "val_frac", "model_selection", "plcc_fit", "input_size",
                 "training_target", "weights_file", "weights_sha256", "deterministic", "device", "precision",
-                "wall_seconds", "wall_time_s", "created", "finished", "git_commit")
+                "wall_seconds", "created", "finished", "git_commit")
 
 
 def _meta_value(v: Any) -> str | None:
