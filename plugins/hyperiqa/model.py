@@ -126,7 +126,7 @@ class HyperIQAHead(IQAHead):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     nn.init.kaiming_normal_(m.weight)
 
-    def param_groups(self, recipe: Recipe) -> list[dict]:
+    def param_groups(self, recipe: TrainRecipe) -> list[dict]:
         """As the reference solver: the LDA modules live in its backbone module (``res``), so they
         learn at the backbone's rate; only the hyper network learns ``head_lr_mult`` times faster.
         A frozen backbone (linear probe) still trains the LDA modules, at the backbone's rate."""
