@@ -164,7 +164,11 @@ def study_plot(table, path: Path, title: str) -> Path:
         err = np.vstack([y - t["CI low"].to_numpy(), t["CI high"].to_numpy() - y])
         label = f"{key[0]}, probe at {key[1]} px" if len(by) == 2 else f"probe at {key[0]} px"
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
-    ax.set_xscale("symlog", linthresh=max(1, int(table["step"][table["step"] > 0].min() or 1)))
+    steps = sorted(int(v) for v in table["step"].unique())
+    ax.set_xscale("symlog", linthresh=max(1, min([v for v in steps if v > 0] or [1])))
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(v) for v in steps])
+    ax.minorticks_off()
     ax.set_xlabel("QPT pretraining steps (0 = the random initialisation)")
     ax.set_ylabel("clive-dev probe SRCC (median, 95% CI)")
     ax.set_title(title, fontsize=9)
