@@ -91,7 +91,11 @@ def _head_recipe(entry) -> dict:
                       + (f" (lr x{r.lr_gamma:g} every {r.lr_step})" if r.lr_step else "") + f", loss {r.loss}"}
 
 
-for _kind, _extra in (("backbones", None), ("heads", _head_recipe), ("pretrainers", None)):
+from biqabench import cli_backbones  # noqa: E402 - backbones list --filter (on-demand model zoos)
+
+cli_backbones.register(app, _table)
+
+for _kind, _extra in (("heads", _head_recipe), ("pretrainers", None)):
     _sub = typer.Typer(help=f"Registered {_kind}.", no_args_is_help=True)
     _sub.command("list")(_list_command(_kind, _extra))
     app.add_typer(_sub, name=_kind)
@@ -145,11 +149,15 @@ def pretrain(
 
 
 def _register_more_commands() -> None:
-    """eval / benchmark / predict / results (biqabench.cli_runner) and the datasets commands."""
+    """eval / benchmark / results (biqabench.cli_runner), score / predict / export / test
+    (biqabench.cli_model) and the datasets commands."""
     from biqabench import cli_runner
     from biqabench.data import cli as data_cli
 
+    from biqabench import cli_model  # score / predict / export / test
+
     cli_runner.register(app)
+    cli_model.register(app)
     data_cli.register(datasets_app)
 
 

@@ -50,7 +50,7 @@ class EvalConfig:
     test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
     splits: int = 10
     seed: int = 0
-    protocol: str = "finetune"         # finetune | linear-probe
+    protocol: str = "finetune"         # finetune | linear-probe (ridge on frozen features: biqabench.probe)
     test_frac: float = 0.2
     val_frac: float = 0.1              # share of the train split used for model selection
     official_split: bool = False
@@ -131,8 +131,6 @@ def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[T
     if cfg.recipe_overrides:
         recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
         source += " + overrides"
-    if cfg.protocol == "linear-probe":
-        recipe = dataclasses.replace(recipe, freeze_backbone=True)
     return validate_recipe(recipe, where=f"recipe ({source})"), source, preset
 
 
@@ -198,8 +196,25 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         started -= float(folder.read_manifest().get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
+    if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
+        return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
     with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
+
+
+def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -> Path:
+    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits;
+    the head and its recipe do not apply (a ridge on pooled frozen features replaces them)."""
+    from biqabench.probe import ProbeConfig, run_probe
+
+    if cfg.head != EvalConfig.head:
+        log.warning("--protocol linear-probe fits a ridge on frozen features; --head %s is not used", cfg.head)
+    probe_cfg = ProbeConfig(weights=cfg.weights, backbone=cfg.backbone, train=cfg.train, test=list(cfg.test),
+                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
+                            official_split=cfg.official_split, data_root=cfg.data_root,
+                            dataset_options=dict(cfg.dataset_options), skip_bad=cfg.skip_bad, device=cfg.device,
+                            precision="fp32" if cfg.precision == "auto" else cfg.precision)
+    return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
 
 
 def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,

@@ -80,7 +80,7 @@ class WeightsStore:
              config: dict | None = None, extra: dict | None = None) -> WeightsRecord:
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-        folder = self.root / producer / backbone
+        folder = self.root / producer / backbone.replace("/", "--")  # timm/resnet50 -> one folder
         path = folder / f"{stamp}.safetensors"
         io.save_safetensors(dict(state_dict), path, metadata={"producer": producer, "backbone": backbone})
         digest = io.sha256_file(path)
@@ -151,9 +151,14 @@ def remap_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
                      source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Match checkpoint keys to ``model``'s, stripping wrapper prefixes; return (state, dropped).
 
-    Tensors the model does not hold (a MoCo queue, a projection head, a classifier) are dropped;
-    a missing or wrongly shaped tensor is a :class:`BiqaError` (see :func:`check_fit`).
+    A backbone's ``adapt_state_dict`` (e.g. a timm backbone taking timm / Hugging Face
+    checkpoints as they are) translates the keys first.  Tensors the model does not hold (a MoCo
+    queue, a projection head, a classifier) are dropped; a missing or wrongly shaped tensor is a
+    :class:`BiqaError` (see :func:`check_fit`).
     """
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        state = adapt(dict(state))
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
@@ -278,6 +283,16 @@ def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:
 
 
 def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str, Path]:
+    from biqabench.plugins import registry
+    from biqabench.registry import UnknownComponentError
+
+    try:
+        own = registry("backbones").entry(backbone_name).meta.get("imagenet") if backbone_name else None
+    except UnknownComponentError:
+        own = None
+    if own is not None:  # the backbone's plugin knows its ImageNet weights (e.g. timm's pretrained cfg)
+        path = Path(own())
+        return read_state_dict(path), f"imagenet ({path})", path
     url, cached = imagenet_checkpoint(backbone_name)
     if not cached.is_file():
         try:
