@@ -102,7 +102,8 @@ def memory(quick: bool):
     import bench_memory
 
     return [bench_memory.measure_scoring(100 if quick else 250, 400 if quick else 1000),
-            bench_memory.measure_qpt(50, 400)]
+            bench_memory.measure_qpt(50, 400),
+            bench_memory.measure_qpt_steps(20 if quick else 200, 200 if quick else 2000)]
 
 
 def roofline(quick: bool):
