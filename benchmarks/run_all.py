@@ -55,6 +55,12 @@ def qpt(quick: bool):
             bench_qpt.measure_pipeline("resnet50", 16, steps=4 if quick else 8, workers=2)]
 
 
+def compile_step(quick: bool):
+    import bench_qpt
+
+    return [bench_qpt.measure_compile("tiny" if quick else "resnet18", 16, steps=2 if quick else 3)]
+
+
 def degradations(quick: bool):
     import bench_degradations
 
@@ -107,7 +113,8 @@ def roofline(quick: bool):
 
 
 BENCHMARKS: dict[str, Callable] = {
-    "scoring": scoring, "finetune": finetune, "qpt": qpt, "degradations": degradations, "data": data,
+    "scoring": scoring, "finetune": finetune, "qpt": qpt, "compile": compile_step, "degradations": degradations,
+    "data": data,
     "memory": memory, "roofline": roofline,
 }
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from biqabench import distributed, io
+from biqabench.data.patches import normalise_batch
 from biqabench.device import Runtime
 from biqabench.errors import BiqaError
 from biqabench.heads import IQAHead, Recipe
@@ -123,6 +124,7 @@ def train_head(
         objective = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
 
+    objective = runtime.compiled(objective)  # --compile; the eager path otherwise
     for epoch in range(start_epoch, recipe.epochs):
         if hasattr(train_data, "set_epoch"):
             train_data.set_epoch(epoch)
@@ -140,7 +142,7 @@ def train_head(
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
         for x, mos, _ in bar:
-            x, mos = runtime.to(x), mos.to(runtime.device)
+            x, mos = normalise_batch(runtime.to(x)), mos.to(runtime.device)  # uint8 patches: on the device
             with runtime.autocast():
                 loss = objective(x, mos)
             if not torch.isfinite(loss):

@@ -61,6 +61,7 @@ class EvalConfig:
     skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
 
@@ -195,7 +196,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         started -= float(folder.read_manifest().get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
-    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
@@ -262,7 +263,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                 model = build_model(cfg, spec, recipe, weights)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip)
+                                        vflip=recipe.vflip, as_uint8=True)
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]
