@@ -23,7 +23,7 @@ from biqabench.plugins import registry
 
 
 @dataclass
-class Recipe:
+class TrainRecipe:
     """How a head is trained and tested. Defaults are HyperIQA's paper settings."""
 
     patch_size: int = 224
@@ -45,7 +45,11 @@ class Recipe:
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
-def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
+#: The old name of :class:`TrainRecipe`, kept so plugins written against it keep working.
+Recipe = TrainRecipe
+
+
+def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     """Catch values no training run can use (0 epochs, a negative learning rate...) before any
     work starts, naming the key; head-specific settings are checked by the head itself."""
     from biqabench.errors import BiqaError
@@ -97,7 +101,7 @@ class IQAHead(nn.Module):
         ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 
-    def param_groups(self, recipe: Recipe) -> list[dict]:
+    def param_groups(self, recipe: TrainRecipe) -> list[dict]:
         """Optimiser groups: backbone at ``lr``, the rest at ``lr * head_lr_mult``."""
         groups = [{"params": self.head_parameters(), "lr": recipe.lr * recipe.head_lr_mult, "name": "head"}]
         if not recipe.freeze_backbone:
@@ -115,13 +119,13 @@ class HeadSpec:
     """
 
     name: str
-    build: Callable[[Backbone, Recipe], IQAHead]
-    recipe: Recipe = field(default_factory=Recipe)
+    build: Callable[[Backbone, TrainRecipe], IQAHead]
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
     description: str = ""
     reference: str = ""  # paper / code it follows
     presets: Mapping[str, Path] = field(default_factory=dict)
 
-    def preset(self, name: str) -> Recipe:
+    def preset(self, name: str) -> TrainRecipe:
         """The built-in recipe with preset ``name``'s overrides applied (validated)."""
         from biqabench.config import load_yaml
         from biqabench.errors import BiqaError
@@ -153,7 +157,7 @@ def head_spec(name: str) -> HeadSpec:
 
 
 def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str = "random",
-                recipe: Recipe | dict | None = None) -> IQAHead:
+                recipe: TrainRecipe | dict | None = None) -> IQAHead:
     """Build head ``name`` around a backbone (a module, or a backbone name plus ``weights``)."""
     spec = head_spec(name)
     if isinstance(backbone, str):

@@ -14,10 +14,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,10 +25,12 @@ import torch
 from biqabench import distributed
 from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
+from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
+from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
 from biqabench.results.folder import RunFolder
 from biqabench.weights import ResolvedWeights, resolve_weights
 
@@ -50,7 +51,7 @@ class EvalConfig:
     test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
     splits: int = 10
     seed: int = 0
-    protocol: str = "finetune"         # finetune | linear-probe
+    protocol: str = "finetune"         # finetune | linear-probe (ridge on frozen features: biqabench.probe)
     test_frac: float = 0.2
     val_frac: float = 0.1              # share of the train split used for model selection
     official_split: bool = False
@@ -64,6 +65,7 @@ class EvalConfig:
     compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
         train = self.train or EMBEDDED_TRAIN
@@ -84,6 +86,12 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
             return f"--{name.replace('_', '-')}"
         return f"config {path}: {name}" if name in from_file else name
 
+    return check_eval_config(cfg, key)
+
+
+def check_eval_config(cfg: EvalConfig, key: Callable[[str], str] = str) -> EvalConfig:
+    """Values no evaluation can use, caught before any work; ``key(field)`` names where a value
+    came from (``--splits``, ``config x.yaml: splits``, ``matrix m.yaml: splits``)."""
     if cfg.protocol not in PROTOCOLS:
         raise BiqaError(f"{key('protocol')} {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if cfg.splits < 1:
@@ -93,6 +101,7 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    check_policy(cfg.nan_policy, key("nan_policy"))
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -100,7 +109,7 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     return cfg
 
 
-def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[Recipe, str, str]:
+def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[TrainRecipe, str, str]:
     """The head's recipe for this run, a label saying where it came from, and the preset name.
 
     ``cfg.recipe`` is ``auto`` (the head's ``cpu`` preset on a CPU, ``paper`` elsewhere), a preset
@@ -126,26 +135,21 @@ def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[R
     if cfg.recipe_overrides:
         recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
         source += " + overrides"
-    if cfg.protocol == "linear-probe":
-        recipe = dataclasses.replace(recipe, freeze_backbone=True)
     return validate_recipe(recipe, where=f"recipe ({source})"), source, preset
 
 
-def _test_seed(name: str, seed: int) -> int:
-    """Test crops depend only on the image's file name and the seed: the same image, the same crops
-    (in every split, in cross-dataset tests and in ``biqabench predict``)."""
-    return (zlib.crc32(Path(name).name.encode()) + 7919 * seed) % (2**31)
+_test_seed = test_crop_seed  # the old private name, for callers not yet moved to test_crop_seed
 
 
-def _image_patch_stream(table, indices, cache, recipe: Recipe, seed: int) -> Iterator[torch.Tensor]:
+def _image_patch_stream(table, indices, cache, recipe: TrainRecipe, seed: int) -> Iterator[torch.Tensor]:
     from biqabench.data import image_patches
 
     for i in indices:
         img = cache.get(table.paths[i])
-        yield image_patches(img, recipe.patch_size, recipe.test_patches, seed=_test_seed(table.names[i], seed))
+        yield image_patches(img, recipe.patch_size, recipe.test_patches, seed=test_crop_seed(table.names[i], seed))
 
 
-def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: Runtime, *, seed: int = 0,
+def score_table(model: IQAHead, table, indices, cache, recipe: TrainRecipe, runtime: Runtime, *, seed: int = 0,
                 progress: bool = True, desc: str = "test") -> np.ndarray:
     """Normalised scores (0..1, higher better) for ``table``'s images at ``indices``."""
     indices = np.asarray(indices, dtype=int)
@@ -153,7 +157,7 @@ def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: 
                           progress=progress, desc=desc)
 
 
-def dataset_cache(table, recipe: Recipe, workers: int):
+def dataset_cache(table, recipe: TrainRecipe, workers: int):
     """Decoded-image cache for one dataset: its resize option (e.g. SPAQ's 512 px short side) wins
     over the recipe's; with DataLoader workers the decoded pixels go to a shared disk folder so each
     worker and each epoch reuse one decode."""
@@ -163,7 +167,7 @@ def dataset_cache(table, recipe: Recipe, workers: int):
     return ImageCache(resize=resize, folder=default_cache_folder() if workers > 0 else None)
 
 
-def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, weights: ResolvedWeights | None) -> IQAHead:
+def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None) -> IQAHead:
     """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation)."""
     backbone = create_backbone(cfg.backbone)
     if weights is not None:
@@ -196,8 +200,25 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         started -= float(folder.read_manifest().get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
+    if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
+        return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
     with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
+
+
+def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -> Path:
+    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits;
+    the head and its recipe do not apply (a ridge on pooled frozen features replaces them)."""
+    from biqabench.probe import ProbeConfig, run_probe
+
+    if cfg.head != EvalConfig.head:
+        log.warning("--protocol linear-probe fits a ridge on frozen features; --head %s is not used", cfg.head)
+    probe_cfg = ProbeConfig(weights=cfg.weights, backbone=cfg.backbone, train=cfg.train, test=list(cfg.test),
+                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
+                            official_split=cfg.official_split, data_root=cfg.data_root,
+                            dataset_options=dict(cfg.dataset_options), skip_bad=cfg.skip_bad, device=cfg.device,
+                            precision="fp32" if cfg.precision == "auto" else cfg.precision)
+    return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
 
 
 def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
@@ -274,7 +295,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue
@@ -290,7 +311,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p
                     rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
+                                                              **result.skipped)
                 folder.write_history(history, split=k)
                 folder.write_predictions(pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
@@ -327,4 +349,6 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     folder.write_predictions(predictions)
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, history)
-    folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
+               if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
+    folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})

@@ -17,7 +17,7 @@ from biqabench_plugins.qpt.degradations import (
     StageConfig, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize, blur_kernel, degrade_batch,
     load_degradation_config, op, realesrgan_config, sample_pair, sample_recipe, space_size,
 )
-from biqabench_plugins.qpt.reference import degrade_loop
+from qpt_reference import degrade_loop
 
 
 def textured(n: int = 1, size: int = 48, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,7 @@ from biqabench_plugins.qpt import operators
 from biqabench_plugins.qpt.degradations import (
     DegradationConfig, Recipe, degrade_batch, op, realesrgan_config, sample_recipe, space_size,
 )
-from biqabench_plugins.qpt.reference import apply_recipe_reference, degrade_loop
+from qpt_reference import apply_recipe_reference, degrade_loop
 
 
 def textured(n: int = 1, size: int = 48, seed: int = 0) -> torch.Tensor:

@@ -74,8 +74,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: str | None = Non
     return io.write_text(path, text if text.endswith("\n") else text + "\n")
 
 
-_META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "train_sets", "test", "test_sets",
-                "splits", "seeds", "device", "precision", "wall_seconds", "wall_time_s", "created",
+_META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "test",
+                "splits", "seeds", "device", "precision", "wall_seconds", "created",
                 "finished", "git_commit")
 
 

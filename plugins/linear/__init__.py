@@ -3,7 +3,7 @@
 This is the plain fine-tuning baseline of the QPT paper (Zhao et al., CVPR 2023): it shows what
 the backbone's features are worth without a quality-specific head.  With
 ``freeze_backbone: true`` in the recipe it becomes a linear probe (only the FC layer learns;
-the frozen backbone stays in eval mode).  Recipe defaults follow the HyperIQA protocol the QPT
+the frozen backbone stays in eval mode).  TrainRecipe defaults follow the HyperIQA protocol the QPT
 paper fine-tunes with (224 px, 25/25 patches, Adam 2e-5 with 10x on the head, 16 epochs).
 """
 
@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe, presets_in
+from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, presets_in
 from biqabench.hookspecs import hookimpl
 
 __all__ = ["RECIPE", "LinearHead", "build"]
 
-RECIPE = Recipe(
+RECIPE = TrainRecipe(
     patch_size=224, train_patches=25, test_patches=25, batch_size=96, epochs=16,
     lr=2e-5, head_lr_mult=10.0, weight_decay=5e-4, optimizer="adam", lr_step=6, lr_gamma=0.1,
     loss="l1", hflip=True,
@@ -29,7 +29,7 @@ RECIPE = Recipe(
 class LinearHead(IQAHead):
     """score = w . GAP(last stage) + b."""
 
-    def __init__(self, backbone, recipe: Recipe | None = None):
+    def __init__(self, backbone, recipe: TrainRecipe | None = None):
         super().__init__(backbone)
         recipe = recipe or RECIPE
         self.loss_name = recipe.loss.strip().lower()
@@ -47,7 +47,7 @@ class LinearHead(IQAHead):
         return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(pred, mos.reshape(-1).float())
 
 
-def build(backbone, recipe: Recipe) -> LinearHead:
+def build(backbone, recipe: TrainRecipe) -> LinearHead:
     return LinearHead(backbone, recipe)
 
 
