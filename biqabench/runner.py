@@ -237,7 +237,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = resolve_weights(cfg.weights, cfg.backbone)
-    weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
+    build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
