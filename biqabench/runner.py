@@ -27,6 +27,7 @@ from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
@@ -50,7 +51,7 @@ class EvalConfig:
     test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
     splits: int = 10
     seed: int = 0
-    protocol: str = "finetune"         # finetune | linear-probe
+    protocol: str = "finetune"         # finetune | linear-probe (ridge on frozen features: biqabench.probe)
     test_frac: float = 0.2
     val_frac: float = 0.1              # share of the train split used for model selection
     official_split: bool = False
@@ -63,6 +64,7 @@ class EvalConfig:
     precision: str = "auto"
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
         train = self.train or EMBEDDED_TRAIN
@@ -98,6 +100,7 @@ def check_eval_config(cfg: EvalConfig, key: Callable[[str], str] = str) -> EvalC
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    check_policy(cfg.nan_policy, key("nan_policy"))
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -131,8 +134,6 @@ def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[T
     if cfg.recipe_overrides:
         recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
         source += " + overrides"
-    if cfg.protocol == "linear-probe":
-        recipe = dataclasses.replace(recipe, freeze_backbone=True)
     return validate_recipe(recipe, where=f"recipe ({source})"), source, preset
 
 
@@ -198,8 +199,25 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         started -= float(folder.read_manifest().get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
+    if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
+        return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
     with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
+
+
+def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -> Path:
+    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits;
+    the head and its recipe do not apply (a ridge on pooled frozen features replaces them)."""
+    from biqabench.probe import ProbeConfig, run_probe
+
+    if cfg.head != EvalConfig.head:
+        log.warning("--protocol linear-probe fits a ridge on frozen features; --head %s is not used", cfg.head)
+    probe_cfg = ProbeConfig(weights=cfg.weights, backbone=cfg.backbone, train=cfg.train, test=list(cfg.test),
+                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
+                            official_split=cfg.official_split, data_root=cfg.data_root,
+                            dataset_options=dict(cfg.dataset_options), skip_bad=cfg.skip_bad, device=cfg.device,
+                            precision="fp32" if cfg.precision == "auto" else cfg.precision)
+    return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
 
 
 def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
@@ -218,7 +236,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = resolve_weights(cfg.weights, cfg.backbone)
-    weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
+    build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
@@ -276,7 +294,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue
@@ -292,7 +310,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p
                     rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
+                                                              **result.skipped)
                 folder.write_history(history, split=k)
                 folder.write_predictions(pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
@@ -329,4 +348,6 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     folder.write_predictions(predictions)
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, history)
-    folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
+               if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
+    folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})
