@@ -38,6 +38,13 @@ class Backbone(nn.Module):
         """Global-average-pooled last-stage features, (B, out_channels)."""
         return self(x)[-1].mean(dim=(2, 3))
 
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Translate a foreign checkpoint's keys into this backbone's before loading (default: as is).
+
+        :func:`biqabench.weights.remap_state_dict` calls it first, so a backbone wrapping another
+        library's model (timm's) can accept that library's checkpoints unchanged."""
+        return state
+
 
 class ResNetBackbone(Backbone):
     """A torchvision ResNet without its classifier, exposing layer1..layer4.
@@ -107,11 +114,32 @@ def create_backbone(name: str, weights: str | None = "random", **kwargs) -> Back
     """
     factory = registry("backbones").get(name)
     model = factory(**kwargs)
-    if not model.name:
+    if not getattr(model, "name", ""):
         model.name = name
+    _check_once(model, name, factory, kwargs)
     if weights not in (None, "random"):
         from biqabench.weights import resolve_weights
 
         resolve_weights(weights, name).load_into(model)
     return model
+
+
+_CHECKED: set[tuple] = set()
+
+
+def _check_once(model: nn.Module, name: str, factory, kwargs: dict) -> None:
+    """The protocol check (:mod:`biqabench.backbone_check`) for the first build of each
+    (name, factory, options) in a process: a run builds the same architecture once per split."""
+    try:
+        key = (name, factory, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        hash(key)
+    except TypeError:  # an unhashable factory: check every build
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    from biqabench.backbone_check import check_backbone
+
+    check_backbone(model, name)
+    if key is not None:
+        _CHECKED.add(key)
 

@@ -91,7 +91,11 @@ def _head_recipe(entry) -> dict:
                       + (f" (lr x{r.lr_gamma:g} every {r.lr_step})" if r.lr_step else "") + f", loss {r.loss}"}
 
 
-for _kind, _extra in (("backbones", None), ("heads", _head_recipe), ("pretrainers", None)):
+from biqabench import cli_backbones  # noqa: E402 - backbones list --filter (on-demand model zoos)
+
+cli_backbones.register(app, _table)
+
+for _kind, _extra in (("heads", _head_recipe), ("pretrainers", None)):
     _sub = typer.Typer(help=f"Registered {_kind}.", no_args_is_help=True)
     _sub.command("list")(_list_command(_kind, _extra))
     app.add_typer(_sub, name=_kind)
@@ -131,7 +135,9 @@ def pretrain(
     seed: int = typer.Option(0, help="Seed for degradations, patches and initialisation."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default: the config's)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
+    nan_policy: str = typer.Option("stop", help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+    compile: bool = typer.Option(False, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
 ) -> None:
     """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
     from biqabench.pretrain import pretrain as run_pretrain
@@ -140,7 +146,7 @@ def pretrain(
     rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
                        patch_size=patch_size, config=str(config) if config else None, resume=resume,
                        device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
-                       progress=not no_progress)
+                       progress=not no_progress, nan_policy=nan_policy, compile=compile)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 

@@ -27,6 +27,7 @@ from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
@@ -61,8 +62,10 @@ class EvalConfig:
     skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
         train = self.train or EMBEDDED_TRAIN
@@ -98,6 +101,7 @@ def check_eval_config(cfg: EvalConfig, key: Callable[[str], str] = str) -> EvalC
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    check_policy(cfg.nan_policy, key("nan_policy"))
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -198,7 +202,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
     if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
         return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
-    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
@@ -233,7 +237,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = resolve_weights(cfg.weights, cfg.backbone)
-    weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
+    build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
@@ -280,7 +284,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                 model = build_model(cfg, spec, recipe, weights)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip)
+                                        vflip=recipe.vflip, as_uint8=True)
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]
@@ -291,7 +295,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
                                     checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue
@@ -307,7 +311,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p
                     rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
+                                                              **result.skipped)
                 folder.write_history(history, split=k)
                 folder.write_predictions(pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
@@ -344,4 +349,6 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     folder.write_predictions(predictions)
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, history)
-    folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
+               if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
+    folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})

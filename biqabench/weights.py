@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -80,8 +81,7 @@ class WeightsStore:
              config: dict | None = None, extra: dict | None = None) -> WeightsRecord:
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-        folder = self.root / producer / backbone
-        path = folder / f"{stamp}.safetensors"
+        path = self._claim(self.root / producer / backbone.replace("/", "--"), stamp)  # timm/resnet50 -> one folder
         io.save_safetensors(dict(state_dict), path, metadata={"producer": producer, "backbone": backbone})
         digest = io.sha256_file(path)
         manifest = {
@@ -90,6 +90,24 @@ class WeightsStore:
         }
         io.write_json(path.with_suffix(".json"), manifest)
         return WeightsRecord(producer, backbone, path, manifest["created"], digest, config or {}, extra or {})
+
+    @staticmethod
+    def _claim(folder: Path, stamp: str) -> Path:
+        """A file name no other run uses: two runs saving in the same microsecond (two jobs on one
+        store) must never overwrite each other.  The name is taken with O_EXCL; the empty file is
+        replaced atomically by the weights, and listed only once its manifest exists (written last),
+        so ``weights list`` never shows a half-written file."""
+        for n in range(1000):
+            path = folder / f"{stamp}{f'-{n}' if n else ''}.safetensors"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise BiqaError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
+        raise BiqaError(f"could not find a free weights file name in {folder} after 1000 tries")
 
     def records(self, producer: str | None = None, backbone: str | None = None) -> list[WeightsRecord]:
         if not self.root.is_dir():
@@ -151,9 +169,14 @@ def remap_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
                      source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Match checkpoint keys to ``model``'s, stripping wrapper prefixes; return (state, dropped).
 
-    Tensors the model does not hold (a MoCo queue, a projection head, a classifier) are dropped;
-    a missing or wrongly shaped tensor is a :class:`BiqaError` (see :func:`check_fit`).
+    A backbone's ``adapt_state_dict`` (e.g. a timm backbone taking timm / Hugging Face
+    checkpoints as they are) translates the keys first.  Tensors the model does not hold (a MoCo
+    queue, a projection head, a classifier) are dropped; a missing or wrongly shaped tensor is a
+    :class:`BiqaError` (see :func:`check_fit`).
     """
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        state = adapt(dict(state))
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
@@ -278,6 +301,16 @@ def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:
 
 
 def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str, Path]:
+    from biqabench.plugins import registry
+    from biqabench.registry import UnknownComponentError
+
+    try:
+        own = registry("backbones").entry(backbone_name).meta.get("imagenet") if backbone_name else None
+    except UnknownComponentError:
+        own = None
+    if own is not None:  # the backbone's plugin knows its ImageNet weights (e.g. timm's pretrained cfg)
+        path = Path(own())
+        return read_state_dict(path), f"imagenet ({path})", path
     url, cached = imagenet_checkpoint(backbone_name)
     if not cached.is_file():
         try:

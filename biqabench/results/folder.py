@@ -186,7 +186,10 @@ class RunFolder:
         return io.ensure_dir(self.split_dir(split), "split folder")
 
     def remove_checkpoint(self, split: Any) -> None:
-        self.checkpoint_path(split).unlink(missing_ok=True)
+        """A finished split needs neither its checkpoint nor the previous one (biqabench.checkpoint)."""
+        from biqabench import checkpoint
+
+        checkpoint.remove(self.checkpoint_path(split))
 
     # -- config and manifest -------------------------------------------------------------------------
     def write_config(self, config: Mapping[str, Any]) -> Path:

@@ -17,6 +17,7 @@ Under ``torchrun --nproc_per_node N`` it runs DDP (gloo on CPU, NCCL on CUDA); r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,9 +33,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.plots import loss_curve
@@ -186,6 +189,9 @@ class QPTTrainer:
         self.optimizer = runtime.optimizer(torch.optim.SGD, params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                            weight_decay=cfg.optim.weight_decay)
         self.scaler = runtime.grad_scaler()
+        self.forward = runtime.compiled(model)  # --compile: the same parameters, a compiled step
+        self.guard = NanGuard(where="QPT", hint="lower optim.lr or use --precision fp32")
+        self.kept: str | None = None  # "the last good checkpoint (step N) is kept at ...", once one exists
         self.encode_query = None
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -236,8 +242,9 @@ class QPTTrainer:
         """Pristine uint8 crops (B, 3, S, S) -> degraded, normalised patches on the device."""
         return self.make_views(crops, step).to(self.runtime)
 
-    def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns loss and diagnostics as floats."""
+    def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float] | None:
+        """One optimiser step on ``batch``; returns loss and diagnostics as floats (None: a
+        NaN/Inf loss skipped under ``--nan-policy skip``)."""
         lr = lr_at(self.cfg.optim, step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -245,13 +252,12 @@ class QPTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         _, _, cpu_gen = self.generators(step)
         with self.runtime.autocast():
-            loss, stats = self.model(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
-                                     encode_query=self.encode_query)
-        if not torch.isfinite(loss):
-            raise BiqaError(f"QPT loss became {loss.item()} at step {step}; lower optim.lr or use --precision fp32")
+            loss, stats = self.forward(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
+                                       encode_query=self.encode_query)
+        if self.guard.skip(loss, f"step {step + 1}", self.kept):
+            return None
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.guard.step(self.scaler, self.optimizer)
         return {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in stats.items()}}
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -265,6 +271,7 @@ class QPTTrainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(_np_state())},
             # data order, crops and degradations are functions of (seed, step): no sampler state needed
             "data": {"next_sample": step * self.cfg.batch_size * self.world},
+            "skipped": self.guard.counts(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -274,6 +281,8 @@ class QPTTrainer:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_np_unstate(json.loads(state["rng"]["numpy"])))
+        skipped = state.get("skipped", {})
+        self.guard.skipped, self.guard.scaler_skipped = (int(skipped.get(k, 0)) for k in self.guard.counts())
 
 
 def _np_state() -> list:
@@ -342,21 +351,24 @@ def default_data() -> Path:
     return pristine_dir()
 
 
-def _check_resume(state: dict, cfg: QPTConfig, backbone: str, world: int, seed: int, path: Path) -> None:
-    problems = []
-    if state.get("backbone") != backbone:
-        problems.append(f"backbone {state.get('backbone')!r} vs --backbone {backbone!r}")
-    if int(state.get("world", 1)) != world:
-        problems.append(f"{state.get('world')} processes vs {world} now")
-    if int(state.get("seed", 0)) != seed:
-        problems.append(f"seed {state.get('seed')} vs --seed {seed}")
-    old, new = state.get("config", {}), dataclasses.asdict(cfg)
-    for key in sorted(set(old) | set(new)):
-        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
-            problems.append(f"{key}: {old.get(key)!r} vs {new.get(key)!r}")
-    if problems:
-        raise BiqaError(f"--resume: checkpoint {path} was made with other settings ({'; '.join(problems[:4])}); "
-                        "rerun with the same options, or drop --resume to start over")
+def resume_meta(config: dict, backbone: str, world: int, seed: int) -> dict:
+    """The settings a ``--resume`` must share with its checkpoint (all but RESUMABLE_CHANGES)."""
+    kept = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+    return {"backbone": backbone, "processes": world, "seed": seed, **kept}
+
+
+def _load_for_resume(path: Path, cfg: QPTConfig, backbone: str, world: int, seed: int, device) -> dict:
+    """The verified checkpoint (or the previous one, if the newest is damaged), settings checked."""
+    if not ckpt.exists(path):
+        raise BiqaError(f"--resume: no checkpoint at {path}; run without --resume to start, "
+                        "or pass the --run-dir of the interrupted run")
+    loaded = ckpt.load(path, expect=resume_meta(dataclasses.asdict(cfg), backbone, world, seed), map_location=device)
+    state = loaded.state
+    if not loaded.meta:  # written before checkpoints carried their settings: compare the state's
+        loaded.meta = resume_meta(state.get("config", {}), state.get("backbone"), int(state.get("world", 1)),
+                                  int(state.get("seed", 0)))
+        ckpt.check_meta(loaded, resume_meta(dataclasses.asdict(cfg), backbone, world, seed))
+    return state
 
 
 def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | None = None) -> WeightsRecord:
@@ -365,7 +377,7 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
     ``on_step(step, stats)`` is called after every step (tests use it to interrupt a run).
     """
     cfg = config_for_request(request)
-    runtime = get_runtime(request.device, request.precision)
+    runtime = get_runtime(request.device, request.precision, compile=request.compile)
     threads_before = torch.get_num_threads()
     with distributed.process_group(runtime) as runtime:
         try:
@@ -374,9 +386,17 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
                 if n != threads_before:
                     log.info("using %d CPU thread(s)", n)
                     torch.set_num_threads(n)
-            return _run(request, cfg, runtime, distributed.rank(), distributed.world_size(), on_step)
+            rank = distributed.rank()
+            lock = (ckpt.exclusive(run_folder(request), "pretraining run folder") if rank == 0
+                    else contextlib.nullcontext())  # two runs in one folder would mix their checkpoints
+            with lock:
+                return _run(request, cfg, runtime, rank, distributed.world_size(), on_step)
         finally:
             torch.set_num_threads(threads_before)
+
+
+def run_folder(request: PretrainRequest) -> Path:
+    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{request.backbone}"
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
@@ -392,19 +412,17 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         total = max(1, math.ceil(cfg.epochs * len(paths) / (b * world)))
     else:
         total = cfg.steps
-    run_dir = Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{backbone}"
+    run_dir = run_folder(request)
     ckpt_path = run_dir / CHECKPOINT
     trainer = QPTTrainer.build(backbone, cfg, runtime, total, request.seed, rank, world)
+    trainer.guard.policy = check_policy(request.nan_policy)
 
     start, losses, wall_before = 0, [], 0.0
     if request.resume:
-        if not ckpt_path.is_file():
-            raise BiqaError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start, "
-                            "or pass the --run-dir of the interrupted run")
-        state = io.load_torch(ckpt_path, map_location=runtime.device)
-        _check_resume(state, cfg, backbone, world, request.seed, ckpt_path)
+        state = _load_for_resume(ckpt_path, cfg, backbone, world, request.seed, runtime.device)
         trainer.load_state(state)
         start, losses, wall_before = int(state["step"]), list(state["losses"]), float(state["wall_time"])
+        trainer.kept = f"the last good checkpoint (step {start}) is kept at {ckpt_path}"
         if start >= total:
             log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
     elif ckpt_path.is_file() and rank == 0:
@@ -425,7 +443,9 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
 
     def save(step: int) -> None:
         if rank == 0:
-            io.save_torch(trainer.state(step, losses, wall_before + time.time() - t_start, backbone), ckpt_path)
+            ckpt.save(ckpt_path, trainer.state(step, losses, wall_before + time.time() - t_start, backbone),
+                      resume_meta(dataclasses.asdict(cfg), backbone, world, request.seed))
+        trainer.kept = f"the last good checkpoint (step {step}) is kept at {ckpt_path}"
 
     step = start
     smooth, rate = None, None
@@ -442,15 +462,16 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
                     views = dataclasses.replace(trainer.make_views(crops, step), samples=samples)
                 recipe_log.write(step, views, rank)
                 stats = trainer.step(views.to(runtime), step)
-                losses.append(stats["loss"])
                 step += 1
-                dt = time.time() - t0
-                smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
-                rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
-                bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
+                if stats is not None:  # None: a NaN/Inf loss skipped (--nan-policy skip), counted, not plotted
+                    losses.append(stats["loss"])
+                    dt = time.time() - t0
+                    smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
+                    rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
+                    bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
                 bar.update(1)
                 if on_step is not None:
-                    on_step(step, stats)
+                    on_step(step, stats or {})
                 if distributed.any_rank(stop.signal is not None, runtime.device):
                     save(step)
                     bar.close()
@@ -492,6 +513,7 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
             "degradation_space_level": "kinds",
             "degradation_space_params": f"{float(space_size(cfg.degradation, 'params')):.3e}",
             "recipes_log": str(run_dir / "recipes.jsonl") if cfg.log_recipes_every else None,
+            **trainer.guard.counts(),
         }
         record = store.save(trainer.model.backbone.state_dict(), producer="qpt", backbone=backbone,
                             config=dataclasses.asdict(cfg), extra=extra)
