@@ -216,6 +216,9 @@ def test_pretrain_qpt_two_steps_then_the_weights_load_by_name(tmp_path, backbone
     assert code == 0 and f"saved qpt weights for {backbone}" in out
     b = create_backbone(backbone, weights="qpt")
     assert b.name == backbone
+    from biqabench.paths import results_root
+
+    assert (results_root() / "pretrain" / f"qpt-{backbone.replace('/', '--')}").is_dir()  # one folder per backbone
 
 
 def test_patch14_vits_pad_to_whole_patches_and_keep_four_strides():
