@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
         deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
         plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help="Mapping before PLCC/RMSE (logistic): logistic4 (default) | logistic5 (VQEG)."),
+        compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
         nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
         resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
         run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
@@ -50,7 +51,8 @@ def register(app: typer.Typer) -> None:
                          splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
                          val_frac=val_frac, deterministic=deterministic, plcc_fit=plcc_fit, protocol=protocol,
                          recipe=recipe, data_root=data_root, skip_bad=skip_bad,
-                         device=device, precision=precision, workers=workers, nan_policy=nan_policy)
+                         device=device, precision=precision, workers=workers, nan_policy=nan_policy,
+                         compile=compile)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -79,13 +79,36 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     return recipe
 
 
-class IQAHead(nn.Module):
-    """Base class: holds ``self.backbone``; subclasses implement ``forward(x) -> (B,)`` scores."""
+#: The training losses the base class implements (``recipe.loss``); a head with its own
+#: objective (TReS's ranking + consistency terms) overrides :meth:`IQAHead.loss` instead.
+BASE_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
-    def __init__(self, backbone: Backbone):
+
+def check_base_loss(loss: str, head: str) -> str:
+    """``loss`` normalised, if the base class implements it; else a one-line error."""
+    from biqabench.errors import BiqaError
+
+    name = str(loss).strip().lower()
+    if name not in BASE_LOSSES:
+        raise BiqaError(f"{head} recipe: loss {loss!r} is not supported; use {' or '.join(BASE_LOSSES)}")
+    return name
+
+
+class IQAHead(nn.Module):
+    """Base class: holds ``self.backbone`` and ``self.recipe``; subclasses implement
+    ``forward(x) -> (B,)``, one score per patch (the runner averages a test image's patches)."""
+
+    def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
         super().__init__()
         self.backbone = backbone
+        self.recipe = recipe if recipe is not None else TrainRecipe()  # create_head sets it too
         self.frozen_backbone = False  # set by create_head for a linear probe
+        if self.uses_base_loss():
+            check_base_loss(self.recipe.loss, type(self).__name__)
+
+    @classmethod
+    def uses_base_loss(cls) -> bool:
+        return cls.loss is IQAHead.loss
 
     def train(self, mode: bool = True) -> "IQAHead":
         """A frozen backbone stays in eval mode: a linear probe must not drift BN statistics."""
@@ -98,8 +121,9 @@ class IQAHead(nn.Module):
         raise NotImplementedError
 
     def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        """Training loss on a batch of patches and their normalised MOS. Default: L1."""
-        return F.l1_loss(self(x).float(), mos.float())
+        """Training loss on a batch of patches and their MOS: ``recipe.loss`` (l1 or mse)."""
+        fn = BASE_LOSSES[check_base_loss(self.recipe.loss, type(self).__name__)]
+        return fn(self(x).float(), mos.reshape(-1).float())
 
     def head_parameters(self):
         ids = {id(p) for p in self.backbone.parameters()}
@@ -128,6 +152,19 @@ class HeadSpec:
     description: str = ""
     reference: str = ""  # paper / code it follows
     presets: Mapping[str, Path] = field(default_factory=dict)
+    options: type | None = None  # dataclass of the head's ``recipe.options`` keys (None: it takes none)
+
+    def check_options(self, recipe: TrainRecipe) -> Any:
+        """``recipe.options`` as the head's options dataclass (names and types checked, with a
+        "did you mean"); the head itself checks what the values mean together."""
+        from biqabench.errors import BiqaError
+
+        if self.options is None:
+            if recipe.options:
+                raise BiqaError(f"{self.name} recipe: the {self.name} head takes no options, got "
+                                f"{sorted(recipe.options)}")
+            return None
+        return override(self.options(), recipe.options, where=f"{self.name} recipe options")
 
     def preset(self, name: str) -> TrainRecipe:
         """The built-in recipe with preset ``name``'s overrides applied (validated)."""
@@ -170,6 +207,7 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
         recipe = spec.recipe
     elif isinstance(recipe, dict):
         recipe = override(spec.recipe, recipe, where=f"recipe for head {name!r}")
+    spec.check_options(recipe)
     try:
         head = spec.build(backbone, recipe)
     except Exception as exc:  # noqa: BLE001 - name the plugin instead of showing its traceback
@@ -182,6 +220,9 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
         raise BiqaError(f"head {name!r} (plugin {plugin!r}) failed to build on backbone "
                         f"{getattr(backbone, 'name', type(backbone).__name__)!r}: {type(exc).__name__}: {detail}; "
                         "a bug in that plugin (rerun with --debug for the traceback)") from exc
+    head.recipe = recipe
+    if head.uses_base_loss():
+        check_base_loss(recipe.loss, name)
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)

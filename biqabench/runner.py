@@ -69,6 +69,7 @@ class EvalConfig:
     skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
     nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
@@ -212,7 +213,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
     if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
         return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
-    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
@@ -248,7 +249,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = run_weights(cfg, folder)  # a resumed run: the file it pinned, checked by sha256
-    weights.load_into(create_backbone(cfg.backbone))  # do they fit the backbone?
+    build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad,  # noqa: E731 - the paper preset reads the references' sizes
@@ -304,7 +305,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                 model = build_model(cfg, spec, recipe, weights)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip, targets=training_targets(train_table, recipe.target))
+                                        vflip=recipe.vflip, as_uint8=True,
+                                        targets=training_targets(train_table, recipe.target))
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]

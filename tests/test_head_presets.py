@@ -65,8 +65,12 @@ def test_non_editable_install_uses_the_packaged_presets(tmp_path):
     """A real ``pip install --target`` of the project, run from another folder: the recipe comes
     from the installed package's presets (not the source checkout, not a fallback)."""
     src = tmp_path / "src"  # a clean copy: no build/ or .egg-info leftovers of the checkout
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "results",
-                                                             "__pycache__", ".pytest_cache"))
+    leftovers = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
+
+    def ignore(folder, names):  # and the checkout's own results/ (not the biqabench.results package)
+        return set(leftovers(folder, names)) | ({"results"} if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, src, ignore=ignore)
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                         "--no-index", "--target", str(target), str(src)], capture_output=True, text=True,

@@ -30,7 +30,7 @@ def build(backbone, recipe: TrainRecipe) -> HyperIQAHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="hyperiqa", build=build, recipe=RECIPE, presets=presets_in(__name__),
+        name="hyperiqa", build=build, recipe=RECIPE, presets=presets_in(__name__), options=HyperIQAOptions,
         description="HyperIQA: hyper network generating a content-adaptive quality regressor over "
                     "multi-scale local distortion features",
         reference="Su et al., Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper "

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from biqabench.backbones import Backbone
@@ -79,9 +78,8 @@ class HyperIQAHead(IQAHead):
     """Hyper network + content-adaptive target network on a multi-scale backbone."""
 
     def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
-        super().__init__(backbone)
         recipe = recipe or TrainRecipe()
-        self.loss_name = _check_loss(recipe.loss)
+        super().__init__(backbone, recipe)  # the loss (l1, the paper's, or mse) is the base class's
         o = parse_options(recipe)
         self.options = o
         chans = tuple(backbone.channels)
@@ -163,15 +161,3 @@ class HyperIQAHead(IQAHead):
                 q = torch.sigmoid(q)
         return q.reshape(-1)
 
-    def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        pred = self(x).float()
-        if self.loss_name == "mse":
-            return F.mse_loss(pred, mos.float())
-        return F.l1_loss(pred, mos.float())
-
-
-def _check_loss(name: str) -> str:
-    name = name.strip().lower()
-    if name not in ("l1", "mse"):
-        raise BiqaError(f"hyperiqa recipe: loss {name!r} is not supported; use l1 (the paper's) or mse")
-    return name

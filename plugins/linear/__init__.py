@@ -10,10 +10,8 @@ paper fine-tunes with (224 px, 25/25 patches, Adam 2e-5 with 10x on the head, 16
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from biqabench.errors import BiqaError
 from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, presets_in
 from biqabench.hookspecs import hookimpl
 
@@ -30,21 +28,11 @@ class LinearHead(IQAHead):
     """score = w . GAP(last stage) + b."""
 
     def __init__(self, backbone, recipe: TrainRecipe | None = None):
-        super().__init__(backbone)
-        recipe = recipe or RECIPE
-        self.loss_name = recipe.loss.strip().lower()
-        if self.loss_name not in ("l1", "mse"):
-            raise BiqaError(f"linear recipe: loss {recipe.loss!r} is not supported; use l1 or mse")
-        if recipe.options:
-            raise BiqaError(f"linear recipe: the linear head takes no options, got {sorted(recipe.options)}")
+        super().__init__(backbone, recipe or RECIPE)  # the loss (l1 | mse) is the base class's
         self.fc = nn.Linear(backbone.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.backbone(x)[-1].mean(dim=(2, 3))).reshape(-1)
-
-    def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        pred = self(x).float()
-        return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(pred, mos.reshape(-1).float())
 
 
 def build(backbone, recipe: TrainRecipe) -> LinearHead:

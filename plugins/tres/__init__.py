@@ -34,7 +34,7 @@ def build(backbone, recipe: TrainRecipe) -> TReSHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="tres", build=build, recipe=RECIPE, presets=presets_in(__name__),
+        name="tres", build=build, recipe=RECIPE, presets=presets_in(__name__), options=TReSOptions,
         description="TReS: transformer over multi-scale features + pooled CNN features; "
                     "L1 + relative ranking + flip self-consistency",
         reference="Golestaneh et al., No-Reference Image Quality Assessment via Transformers, Relative "

@@ -188,8 +188,8 @@ class TReSHead(IQAHead):
     """Transformer over multi-scale L2-pooled features + pooled CNN features -> score."""
 
     def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
-        super().__init__(backbone)
         recipe = recipe or TrainRecipe()
+        super().__init__(backbone, recipe)
         o = parse_options(recipe)
         self.options = o
         self.loss_terms = parse_loss_terms(recipe.loss)
