@@ -220,21 +220,33 @@ def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -
     return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
 
 
-def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
-              started: float, progress: bool) -> RunFolder:
-    """The protocol for a resolved config (``folder`` set: resume that run).
+@dataclass
+class _Plan:
+    """Everything resolved before the first split trains: mistakes surface in seconds."""
 
-    Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
-    rank 0 alone writes the run folder and scores the test sets while the others wait.
-    """
-    from biqabench.data import PatchDataset, load_dataset, make_splits
-    from biqabench.interrupt import sigterm_as_interrupt
-    from biqabench.metrics import srcc
+    cfg: EvalConfig
+    runtime: Runtime
+    spec: HeadSpec
+    recipe: TrainRecipe
+    recipe_source: str
+    recipe_preset: str
+    weights: ResolvedWeights
+    train_table: Any
+    test_tables: dict
+    splits: list
+    workers: int
+    caches: dict
 
-    main = distributed.is_main()
+    @property
+    def train_name(self) -> str:
+        return self.train_table.name
+
+
+def _plan(cfg: EvalConfig, runtime: Runtime) -> _Plan:
+    from biqabench.data import load_dataset, make_splits
+
     spec = head_spec(cfg.head)
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
-    # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = resolve_weights(cfg.weights, cfg.backbone)
     build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
@@ -244,81 +256,50 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
     split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
                              val_frac=cfg.val_frac, official=cfg.official_split)
+    workers = default_workers() if cfg.workers < 0 else cfg.workers
+    caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
+    return _Plan(cfg, runtime, spec, recipe, recipe_source, recipe_preset, weights, train_table, test_tables,
+                 split_list, workers, caches)
 
-    if folder is None and main:
-        label = f"{cfg.head}-{weights.label}-{cfg.backbone}"
-        folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
-        folder.write_config(dataclasses.asdict(cfg))
-    folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
-    manifest = {
-        "kind": "eval", "head": cfg.head, **weights.describe(),
-        "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
-        "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
-        "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
-        "recipe_preset": recipe_preset,
+
+def _manifest(plan: _Plan) -> dict:
+    cfg, runtime = plan.cfg, plan.runtime
+    return {
+        "kind": "eval", "head": cfg.head, **plan.weights.describe(),
+        "backbone": cfg.backbone, "protocol": cfg.protocol, "train": plan.train_name,
+        "test": list(plan.test_tables), "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)],
+        "device": str(runtime.device), "precision": runtime.precision, "recipe": dataclasses.asdict(plan.recipe),
+        "recipe_source": plan.recipe_source, "recipe_preset": plan.recipe_preset,
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
-                     for t in [train_table, *test_tables.values()]},
+                     for t in [plan.train_table, *plan.test_tables.values()]},
         "world_size": distributed.world_size(),
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
+
+
+def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
+              started: float, progress: bool) -> RunFolder:
+    """The protocol for a resolved config (``folder`` set: resume that run).
+
+    Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
+    rank 0 alone writes the run folder and scores the test sets while the others wait.
+    """
+    from biqabench.interrupt import sigterm_as_interrupt
+
+    main = distributed.is_main()
+    plan = _plan(cfg, runtime)
+    if folder is None and main:
+        label = f"{cfg.head}-{plan.weights.label}-{cfg.backbone}"
+        folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
+        folder.write_config(dataclasses.asdict(cfg))
+    folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
+    manifest = _manifest(plan)
     if main:
         folder.write_manifest(**manifest)
-
-    workers = default_workers() if cfg.workers < 0 else cfg.workers
-    caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
-    cache = caches[train_name]
-    done = set(folder.completed_splits())
     with sigterm_as_interrupt():
         try:
-            for k, split in enumerate(split_list):
-                if str(k) in done:
-                    log.info("split %d already finished, skipping", k)
-                    folder.remove_checkpoint(k)  # if stopped before its cleanup
-                    continue
-                if main:
-                    folder.ensure_split(k)
-                seed = cfg.seed + k
-                torch.manual_seed(seed)
-                model = build_model(cfg, spec, recipe, weights)
-                train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
-                                        train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip)
-                validate = None
-                if len(split.val) >= 3:
-                    val_mos = train_table.mos_norm[split.val]
-
-                    def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
-                        pred = score_table(m, train_table, _idx, cache, recipe, runtime, seed=_seed, progress=False)
-                        return srcc(pred, _mos)
-
-                result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
-                                    checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
-                if not main:  # rank 0 scores the test sets and writes the split
-                    distributed.barrier()
-                    continue
-                model.load_state_dict(result.best_state)
-                preds, rows = [], []
-                sets = [(train_name, "intra", train_table, split.test)]
-                sets += [(n, "cross", t, np.arange(len(t))) for n, t in test_tables.items()]
-                for name, kind, table, idx in sets:
-                    if len(idx) == 0:
-                        continue
-                    pred_norm = score_table(model, table, idx, caches[name], recipe, runtime, seed=cfg.seed,
-                                            progress=progress, desc=f"split {k + 1} test {name}")
-                    p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
-                    preds += p
-                    rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
-                                                              **result.skipped)
-                folder.write_history(history, split=k)
-                folder.write_predictions(pd.DataFrame(preds), split=k)
-                if k == 0 and cfg.save_model:
-                    folder.save_model(model.state_dict())
-                folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
-                folder.remove_checkpoint(k)
-                distributed.barrier()
+            _run_splits(plan, folder, progress)
         except KeyboardInterrupt:
             if main:
                 folder.write_manifest(**{**manifest, "status": "interrupted", "wall_seconds": time.time() - started})
@@ -335,6 +316,76 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
         finalize_run(folder, manifest, started)
     distributed.barrier()
     return folder
+
+
+def _run_splits(plan: _Plan, folder: RunFolder, progress: bool) -> None:
+    """Train, score and write every split not yet finished (rank 0 scores and writes)."""
+    done = set(folder.completed_splits())
+    for k, split in enumerate(plan.splits):
+        if str(k) in done:
+            log.info("split %d already finished, skipping", k)
+            folder.remove_checkpoint(k)  # if stopped before its cleanup
+            continue
+        if distributed.is_main():
+            folder.ensure_split(k)
+        model, result = _train_split(plan, k, split, folder, progress)
+        if distributed.is_main():
+            model.load_state_dict(result.best_state)
+            preds, rows = _score_split(plan, k, split, model, progress)
+            _write_split(plan, folder, k, model, result, preds, rows)
+        distributed.barrier()
+
+
+def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
+    """Fine-tune a fresh model on split ``k``'s training part, selecting on its validation part."""
+    from biqabench.data import PatchDataset
+    from biqabench.metrics import srcc
+
+    cfg, recipe, table = plan.cfg, plan.recipe, plan.train_table
+    cache = plan.caches[plan.train_name]
+    seed = cfg.seed + k
+    torch.manual_seed(seed)
+    model = build_model(cfg, plan.spec, recipe, plan.weights)
+    train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
+                            cache=cache, hflip=recipe.hflip, vflip=recipe.vflip)
+    validate = None
+    if len(split.val) >= 3:
+        val_mos = table.mos_norm[split.val]
+
+        def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
+            pred = score_table(m, table, _idx, cache, recipe, plan.runtime, seed=_seed, progress=False)
+            return srcc(pred, _mos)
+
+    result = train_head(model, train_ds, recipe, plan.runtime, validate=validate, seed=seed,
+                        checkpoint=folder.checkpoint_path(k), workers=plan.workers, progress=progress,
+                        desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
+    return model, result
+
+
+def _score_split(plan: _Plan, k: int, split, model: IQAHead, progress: bool) -> tuple[list, list]:
+    """Split ``k``'s intra-dataset test part and every cross-dataset set in full."""
+    preds, rows = [], []
+    sets = [(plan.train_name, "intra", plan.train_table, split.test)]
+    sets += [(n, "cross", t, np.arange(len(t))) for n, t in plan.test_tables.items()]
+    for name, kind, table, idx in sets:
+        if len(idx) == 0:
+            continue
+        pred_norm = score_table(model, table, idx, plan.caches[name], plan.recipe, plan.runtime, seed=plan.cfg.seed,
+                                progress=progress, desc=f"split {k + 1} test {name}")
+        p, r = _metrics_rows(k, plan.train_name, name, kind, table, idx, pred_norm)
+        preds += p
+        rows.append(r)
+    return preds, rows
+
+
+def _write_split(plan: _Plan, folder: RunFolder, k: int, model: IQAHead, result, preds: list, rows: list) -> None:
+    history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch, **result.skipped)
+    folder.write_history(history, split=k)
+    folder.write_predictions(pd.DataFrame(preds), split=k)
+    if k == 0 and plan.cfg.save_model:
+        folder.save_model(model.state_dict())
+    folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
+    folder.remove_checkpoint(k)
 
 
 def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
