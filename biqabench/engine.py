@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from biqabench import checkpoint as ckpt
 from biqabench import distributed
+from biqabench.data.patches import normalise_batch
 from biqabench.device import Runtime
 from biqabench.divergence import NanGuard
 from biqabench.errors import BiqaError
@@ -107,7 +108,7 @@ def train_head(
     start_epoch = run.restore()
     if start_epoch is None:  # training was over; only the best weights were kept
         return run.result
-    objective = distributed.wrap_ddp(_Objective(run.model), runtime)
+    objective = runtime.compiled(distributed.wrap_ddp(_Objective(run.model), runtime))  # --compile; else eager
     for epoch in range(start_epoch, recipe.epochs):
         loader = epoch_loader(train_data, recipe.batch_size, runtime, seed=seed, epoch=epoch, workers=workers)
         t0 = time.perf_counter()
@@ -184,7 +185,7 @@ class _Training:
         bar = tqdm(loader, desc=f"{self.desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
         for batch, (x, mos, _) in enumerate(bar):
-            x, mos = runtime.to(x), mos.to(runtime.device)
+            x, mos = normalise_batch(runtime.to(x)), mos.to(runtime.device)  # uint8 patches: on the device
             with runtime.autocast():
                 loss = objective(x, mos)
             if self.guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):

@@ -62,6 +62,7 @@ class EvalConfig:
     skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
     nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
@@ -201,7 +202,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
     if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
         return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
-    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
@@ -347,7 +348,7 @@ def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
     torch.manual_seed(seed)
     model = build_model(cfg, plan.spec, recipe, plan.weights)
     train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
-                            cache=cache, hflip=recipe.hflip, vflip=recipe.vflip)
+                            cache=cache, hflip=recipe.hflip, vflip=recipe.vflip, as_uint8=True)
     validate = None
     if len(split.val) >= 3:
         val_mos = table.mos_norm[split.val]
