@@ -40,11 +40,17 @@ class LinearHead(IQAHead):
         self.fc = nn.Linear(backbone.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x)[-1].mean(dim=(2, 3))).reshape(-1)
+        return self.score_features(self.cache_features(self.backbone(x)))
 
-    def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        pred = self(x).float()
-        return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(pred, mos.reshape(-1).float())
+    def cache_features(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Only the pooled last stage is read."""
+        return [maps[-1].mean(dim=(2, 3))]
+
+    def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.fc(feats[-1]).reshape(-1)
+
+    def criterion(self, pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(pred.float(), mos.reshape(-1).float())
 
 
 def build(backbone, recipe: Recipe) -> LinearHead:
