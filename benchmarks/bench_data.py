@@ -55,7 +55,7 @@ def run_epochs(dataset, epochs: list[int], batch: int, workers: int) -> list[flo
     return times
 
 
-RECIPES = {  # (patch size, patches per image per epoch), as in configs/heads/*_cpu.yaml and *_paper.yaml
+RECIPES = {  # (patch size, patches per image per epoch), as in plugins/<head>/presets/{cpu,paper}.yaml
     "cpu": (128, 3),
     "paper": (224, 25),
 }

@@ -1,6 +1,6 @@
 """Throughput of QPT's batched degradations against a per-image loop over the SAME recipes.
 
-The reference (:mod:`biqabench_plugins.qpt.reference`) is the straightforward version: per
+The reference (``tests/qpt_reference.py``, the test oracle) is the straightforward version: per
 image, per op, ``F.conv2d`` with its own kernel, ``F.interpolate`` down and back, numpy noise
 with ``np.unique``, PIL's JPEG.  The batched version (:func:`degrade_batch`) groups images by op
 kind at each step and runs one call per group: a grouped conv for all kernels, one batched
@@ -53,7 +53,9 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 def measure(batch: int = 64, size: int = 128, repeats: int = 3, threads: int = 1, seed: int = 0) -> Result:
     """Images/s of ``degrade_batch`` and of the per-image loop on the same images and recipes."""
     from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_recipe, torch_threads
-    from biqabench_plugins.qpt.reference import degrade_loop
+    if str(common.REPO / "tests") not in sys.path:  # the oracle lives with the tests, not in the plugin
+        sys.path.insert(0, str(common.REPO / "tests"))
+    from qpt_reference import degrade_loop
 
     cfg = DegradationConfig()
     rng = np.random.default_rng(seed)

@@ -9,12 +9,11 @@
 
 Timed alternately after one warm-up step each; the best step of each side is kept.
 
-**Data pipeline**: the training loop of :func:`run_qpt` (DataLoader over
-:class:`CropDataset` with ``workers`` processes, :class:`StreamSampler`, then ``make_batch``
-(degradation + patching) and ``step``), timed per phase.  "Waiting for data" is the time the
-trainer is not computing the model: blocked in ``next(loader)`` plus ``make_batch``, which
-runs in the training process (on a GPU it runs there batched; on a CPU it takes the training
-cores for that long).  The first step (worker start-up, first decodes) is not counted.
+**Data pipeline**: the training loop of :func:`run_qpt` on CPU (DataLoader over
+:class:`StepBatches` with ``workers`` processes building whole step batches: crops, recipes,
+degradations, uint8 patches), then ``batch.to(runtime)`` and ``step``, timed per phase.
+"Waiting for data" is the time the trainer is not computing the model: blocked in
+``next(loader)`` plus normalising.  The first step (worker start-up, first decodes) is not counted.
 
 Run:  python benchmarks/bench_qpt.py [--backbone resnet50] [--batch 16] [--steps 3] [--pipeline-steps 8]
 """
@@ -51,8 +50,8 @@ def _crops(cfg, step: int, seed: int = 0) -> torch.Tensor:
 
 def _contiguous(batch):
     """A copy of a QPTBatch with every tensor in the default (NCHW) layout."""
-    fields = dataclasses.fields(batch)
-    return type(batch)(**{f.name: getattr(batch, f.name).contiguous() for f in fields})
+    return dataclasses.replace(batch, query=batch.query.contiguous(), key_pos=batch.key_pos.contiguous(),
+                               key_deg=batch.key_deg.contiguous())
 
 
 def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, seed: int = 0, patch: int = 0,
@@ -120,8 +119,14 @@ def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, se
 
 
 def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8, workers: int = 2, seed: int = 0,
-                     progress: bool = True) -> Result:
-    """Phase times of the real loop; the row's figure is the share of step time spent on data."""
+                     progress: bool = True, profile: bool = False) -> Result:
+    """Phase times of the real loop; the row's figure is the share of step time spent on data.
+
+    The loop is ``run_qpt``'s: a DataLoader over :class:`StepBatches` whose workers build whole
+    step batches (crops, recipes, degradations, uint8 patches), then ``batch.to(runtime)``
+    (normalise) and ``trainer.step``.  ``profile``: also return cProfile's top entries of the
+    training process (what it spends its non-model time on).
+    """
     from biqabench.device import get_runtime
     from biqabench_plugins.qpt import data as qdata
     from biqabench_plugins.qpt.pretrainer import QPTTrainer, default_data
@@ -132,35 +137,53 @@ def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8
     trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=steps + 1, seed=seed)
     paths = qdata.list_images(default_data())
     loader = torch.utils.data.DataLoader(
-        qdata.CropDataset(paths, cfg.crop_size, seed), batch_size=batch,
-        sampler=qdata.StreamSampler(batch), num_workers=workers,
-        worker_init_fn=getattr(qdata, "low_priority_worker", None),
+        qdata.StepBatches(qdata.CropDataset(paths, cfg.crop_size, seed), batch, seed, views=trainer.view_spec()),
+        batch_size=None, sampler=qdata.StepSampler(0), num_workers=workers,
+        worker_init_fn=qdata.low_priority_worker,
     )
-    wait = make = comp = 0.0
+    wait = prep = comp = 0.0
     it = iter(loader)
-    say(f"  QPT pipeline: {backbone}, {workers} workers, {steps} timed steps", flush=True)
+    say(f"  QPT pipeline: {backbone}, {workers} workers building whole batches, {steps} timed steps", flush=True)
+    prof = None
     for step in range(steps + 1):
+        if step == 1 and profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         t0 = time.perf_counter()
-        crops = next(it)
+        views = next(it)
         t1 = time.perf_counter()
-        b = trainer.make_batch(crops, step)
+        b = views.to(runtime)
         t2 = time.perf_counter()
         trainer.step(b, step)
         t3 = time.perf_counter()
         if step:  # step 0 pays worker start-up and first decodes
-            wait, make, comp = wait + t1 - t0, make + t2 - t1, comp + t3 - t2
+            wait, prep, comp = wait + t1 - t0, prep + t2 - t1, comp + t3 - t2
+    if prof is not None:
+        prof.disable()
     del it
-    total = wait + make + comp
-    share = (wait + make) / total
+    total = wait + prep + comp
+    share = (wait + prep) / total
     target = 0.10
+    extra = {"wait_s": wait / steps, "make_batch_s": prep / steps, "step_s": comp / steps, "share": share}
+    if prof is not None:
+        import io as _io
+        import pstats
+
+        out = _io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(12)
+        extra["profile"] = out.getvalue()
     return common.Result(
         f"3b. QPT data pipeline, {workers} workers", share * 100, target * 100, "% of step", target / share,
         1.0, share < target, target_text="< 10%",
-        ours_label="time not computing the model: next(loader) + make_batch (degrade + patch)",
+        ours_label="time not computing the model: next(loader) (whole batches built in the workers) + "
+                   "batch.to(runtime) (uint8 -> normalised float)",
         reference_label="target share",
-        notes=f"per step: waiting on loader {wait / steps * 1e3:.0f} ms, make_batch (degradation + patching, "
-              f"in the training process) {make / steps * 1e3:.0f} ms, model step {comp / steps * 1e3:.0f} ms",
-        extra={"wait_s": wait / steps, "make_batch_s": make / steps, "step_s": comp / steps, "share": share},
+        notes=f"per step: waiting on the loader {wait / steps * 1e3:.0f} ms, normalising {prep / steps * 1e3:.0f} ms, "
+              f"model step {comp / steps * 1e3:.0f} ms; {cfg.negative_degradations + 1} degradations of "
+              f"{cfg.crop_size} px crops per image, built in {workers} niced worker(s)",
+        extra=extra,
     )
 
 

@@ -7,8 +7,9 @@ Protocol (all offline, CPU):
 2. Freeze it; extract globally pooled features of every ``demo-a`` image (130 images: 10
    contents x (pristine + 4 distortions x 3 levels), pseudo-MOS labels), three variants
    (:data:`VARIANTS`: last-stage mean, all-stage means, all-stage means and deviations).
-3. Ridge regression (closed form, features standardised on the training fold) predicts MOS;
-   leave-one-content-out cross-validation, alpha chosen by an inner leave-one-content-out CV.
+3. Ridge regression (``biqabench.ridge``, closed form, features standardised on the training fold)
+   predicts MOS; leave-one-content-out cross-validation, alpha chosen by an inner
+   leave-one-content-out CV (lowest squared error).
 4. Report, for the QPT backbone and for the *same* backbone at its random initialisation (QPT
    starts from exactly that initialisation, so the difference is what pretraining added):
 
@@ -16,8 +17,8 @@ Protocol (all offline, CPU):
      contents, each predicted by a different fold's model);
    * ``srcc_within_content``: mean SRCC inside each held-out content (= the mean per-fold test
      SRCC of leave-one-content-out: ranking the versions of one photo);
-   * ``srcc_splits``: the eval protocol's own figure, as ``biqabench eval --protocol
-     linear-probe`` computes it: 10 seeded content-aware 80/20 splits (2 test contents each),
+   * ``srcc_splits``: the eval protocol's own figure, on the splits of ``biqabench
+     probe`` (same function): 10 seeded content-aware 80/20 splits (2 test contents each),
      ridge fitted on the train part (alpha by inner leave-one-content-out CV), SRCC on the test
      part, median over splits.
 
@@ -38,33 +39,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ALPHAS = tuple(10.0 ** k for k in range(-3, 6))
+from biqabench import ridge  # the closed-form ridge of biqabench probe: one implementation
+
+ALPHAS = ridge.ALPHAS
 
 
 def ridge_fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, alpha: float) -> np.ndarray:
-    """Closed-form ridge on standardised features (dual form: cheap when features >> samples)."""
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-    a, b = (x_tr - mu) / sd, (x_te - mu) / sd
-    y_mean = y_tr.mean()
-    gram = a @ a.T
-    coef = np.linalg.solve(gram + alpha * np.eye(len(a)), y_tr - y_mean)
-    return b @ (a.T @ coef) + y_mean
+    """Closed-form ridge on features standardised on the training rows (``biqabench.ridge``)."""
+    return ridge.fit_path(x_tr, y_tr).predict(x_te, [alpha])[:, 0]
 
 
 def choose_alpha(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS) -> float:
-    """The ridge alpha with the best SRCC of leave-one-group-out predictions on (x, y)."""
-    from scipy.stats import spearmanr
-
-    best, best_alpha = -np.inf, alphas[0]
-    for alpha in alphas:
-        inner = np.zeros(len(y))
-        for h in np.unique(groups):
-            itr, ite = groups != h, groups == h
-            inner[ite] = ridge_fit_predict(x[itr], y[itr], x[ite], alpha)
-        score = spearmanr(inner, y).correlation
-        if score > best:
-            best, best_alpha = score, alpha
-    return best_alpha
+    """The ridge alpha of the lowest leave-one-group-out error on (x, y)."""
+    return ridge.choose_alpha(x, y, groups, alphas, folds=len(np.unique(groups)))
 
 
 def grouped_cv_predictions(x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas=ALPHAS) -> tuple[np.ndarray, list]:

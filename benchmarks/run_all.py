@@ -43,7 +43,10 @@ def scoring(quick: bool):
 def finetune(quick: bool):
     import bench_finetune
 
-    return [bench_finetune.measure(batch=16, steps=2 if quick else 3)]
+    steps = 2 if quick else 3
+    timm_row = bench_finetune.measure(batch=16, steps=steps, backbone="convnext_tiny")  # a timm backbone
+    timm_row.name = "2b. fine-tune step, hyperiqa convnext_tiny (timm), batch 16"
+    return [bench_finetune.measure(batch=16, steps=steps), timm_row]
 
 
 def qpt(quick: bool):
@@ -97,7 +100,8 @@ def memory(quick: bool):
     import bench_memory
 
     return [bench_memory.measure_scoring(100 if quick else 250, 400 if quick else 1000),
-            bench_memory.measure_qpt(50, 400)]
+            bench_memory.measure_qpt(50, 400),
+            bench_memory.measure_qpt_steps(20 if quick else 200, 200 if quick else 2000)]
 
 
 def roofline(quick: bool):

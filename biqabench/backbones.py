@@ -6,13 +6,12 @@ strides up front, the way timm's ``features_only`` models expose ``feature_info`
 themselves from ``channels``; nothing in a head hard-codes ResNet-50's 2048.
 
 Backbones are created with random weights and never download: weights are put in afterwards by
-:func:`biqabench.weights.load_weights`, which is the one place that knows about ImageNet,
+:func:`biqabench.weights.resolve_weights`, which is the one place that knows about ImageNet,
 pretrainer outputs and checkpoint files.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -38,6 +37,13 @@ class Backbone(nn.Module):
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global-average-pooled last-stage features, (B, out_channels)."""
         return self(x)[-1].mean(dim=(2, 3))
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Translate a foreign checkpoint's keys into this backbone's before loading (default: as is).
+
+        :func:`biqabench.weights.remap_state_dict` calls it first, so a backbone wrapping another
+        library's model (timm's) can accept that library's checkpoints unchanged."""
+        return state
 
 
 class ResNetBackbone(Backbone):
@@ -103,21 +109,37 @@ class TinyBackbone(Backbone):
 def create_backbone(name: str, weights: str | None = "random", **kwargs) -> Backbone:
     """Build a registered backbone and (optionally) load weights into it.
 
-    ``weights`` is resolved by :func:`biqabench.weights.load_weights`: ``random``, ``imagenet``,
-    a pretrainer name such as ``qpt``, or a checkpoint path.
+    ``weights`` is resolved by :func:`biqabench.weights.resolve_weights`: ``random``,
+    ``imagenet``, a pretrainer name such as ``qpt``, or a checkpoint path.
     """
     factory = registry("backbones").get(name)
     model = factory(**kwargs)
-    if not model.name:
+    if not getattr(model, "name", ""):
         model.name = name
+    _check_once(model, name, factory, kwargs)
     if weights not in (None, "random"):
-        from biqabench.weights import load_weights
+        from biqabench.weights import resolve_weights
 
-        load_weights(model, weights, backbone_name=name)
+        resolve_weights(weights, name).load_into(model)
     return model
 
 
-def feature_shapes(backbone: Backbone, size: int = 224) -> list[Sequence[int]]:
-    """Shapes of the stage outputs for a ``size`` x ``size`` input (a cheap self-check)."""
-    with torch.no_grad():
-        return [tuple(f.shape) for f in backbone(torch.zeros(1, 3, size, size))]
+_CHECKED: set[tuple] = set()
+
+
+def _check_once(model: nn.Module, name: str, factory, kwargs: dict) -> None:
+    """The protocol check (:mod:`biqabench.backbone_check`) for the first build of each
+    (name, factory, options) in a process: a run builds the same architecture once per split."""
+    try:
+        key = (name, factory, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        hash(key)
+    except TypeError:  # an unhashable factory: check every build
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+    from biqabench.backbone_check import check_backbone
+
+    check_backbone(model, name)
+    if key is not None:
+        _CHECKED.add(key)
+

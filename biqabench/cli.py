@@ -91,11 +91,11 @@ def _head_recipe(entry) -> dict:
                       + (f" (lr x{r.lr_gamma:g} every {r.lr_step})" if r.lr_step else "") + f", loss {r.loss}"}
 
 
-def _backbone_info(entry) -> dict:
-    return {}
+from biqabench import cli_backbones  # noqa: E402 - backbones list --filter (on-demand model zoos)
 
+cli_backbones.register(app, _table)
 
-for _kind, _extra in (("backbones", None), ("heads", _head_recipe), ("pretrainers", None)):
+for _kind, _extra in (("heads", _head_recipe), ("pretrainers", None)):
     _sub = typer.Typer(help=f"Registered {_kind}.", no_args_is_help=True)
     _sub.command("list")(_list_command(_kind, _extra))
     app.add_typer(_sub, name=_kind)
@@ -135,6 +135,7 @@ def pretrain(
     seed: int = typer.Option(0, help="Seed for degradations, patches and initialisation."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default: the config's)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
+    nan_policy: str = typer.Option("stop", help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
 ) -> None:
     """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
@@ -144,32 +145,24 @@ def pretrain(
     rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
                        patch_size=patch_size, config=str(config) if config else None, resume=resume,
                        device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
-                       progress=not no_progress)
+                       progress=not no_progress, nan_policy=nan_policy)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 
-def _register_runner_commands() -> None:
-    """eval / benchmark / predict / results live in biqabench.cli_runner when present."""
-    try:
-        from biqabench import cli_runner
-    except ImportError as exc:
-        if "cli_runner" not in str(exc):
-            raise
-        return
+def _register_more_commands() -> None:
+    """eval / benchmark / results (biqabench.cli_runner), score / predict / export / test
+    (biqabench.cli_model) and the datasets commands."""
+    from biqabench import cli_runner
+    from biqabench.data import cli as data_cli
+
+    from biqabench import cli_model  # score / predict / export / test
+
     cli_runner.register(app)
+    cli_model.register(app)
+    data_cli.register(datasets_app)
 
 
-def _register_extra_commands() -> None:
-    for mod in ("biqabench.data.cli",):
-        try:
-            module = __import__(mod, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(datasets_app)
-
-
-_register_runner_commands()
-_register_extra_commands()
+_register_more_commands()
 get_harness().add_commands(app)
 
 

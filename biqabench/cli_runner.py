@@ -1,4 +1,5 @@
-"""CLI commands of the runner: ``eval``, ``benchmark``, ``predict`` (and ``results``)."""
+"""CLI commands of the runner: ``eval``, ``benchmark`` (and ``results``); ``score``/``predict``/``export``/``test``
+live in :mod:`biqabench.cli_model`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
         test: Optional[str] = typer.Option(None, help="Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: demo-b."),
         splits: Optional[int] = typer.Option(None, help="Number of seeded train/test splits (seed, seed+1, ...). Default 10."),
         seed: Optional[int] = typer.Option(None, help="First split's seed. Default 0."),
-        protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (frozen backbone)."),
+        protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (ridge on frozen features, as `biqabench probe`; no head)."),
         recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
         config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
         data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
@@ -26,6 +27,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
         precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
         workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
+        nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
         resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder)."),
         run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
@@ -41,11 +43,52 @@ def register(app: typer.Typer) -> None:
         overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
                          test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
                          splits=splits, seed=seed, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
-                         device=device, precision=precision, workers=workers)
+                         device=device, precision=precision, workers=workers, nan_policy=nan_policy)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)
         else:
             run = evaluate(config, run_dir=run_dir, progress=not no_progress, **overrides)
+        from biqabench.results import RunFolder
+
+        typer.echo(RunFolder(run).summary_path.read_text())
+        typer.echo(f"run folder: {run}")
+
+    @app.command("probe")
+    def probe_command(
+        weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default random."),
+        backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
+        train: Optional[str] = typer.Option(None, help="Dataset to fit the ridge on, split by --splits (default: the embedded demo-a)."),
+        test: Optional[str] = typer.Option(None, help="Comma list of datasets scored in full by each split's ridge (cross-dataset)."),
+        splits: Optional[int] = typer.Option(None, help="Number of seeded content-aware splits, as in eval. Default 10."),
+        seed: Optional[int] = typer.Option(None, help="First split's seed (and the seed of random weights). Default 0."),
+        size: Optional[int] = typer.Option(None, help="Shorter side (px) of the whole image fed to the backbone; 0: native. Default 384."),
+        half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help="Add the features of a half-scale copy (CONTRIQUE). Default on."),
+        folds: Optional[int] = typer.Option(None, help="Inner CV folds on the training part that choose alpha. Default 5."),
+        config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
+        data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
+        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
+        precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 | auto."),
+        run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
+    ) -> None:
+        """Linear probe: ridge regression on frozen backbone features (how CONTRIQUE/Re-IQA/ARNIQA judge
+        pretrained weights).
+
+        Each whole image and a half-scale copy go through the frozen backbone once; the mean and std
+        of every stage are cached under $BIQABENCH_CACHE/features (keyed on the weights' sha256), so
+        probing the same weights again extracts nothing. Ridge alpha is chosen by inner CV on each
+        split's training part only. Same splits and run folder as eval: compare with
+        `biqabench results compare RUN_A RUN_B`.
+
+        Example:  biqabench probe --weights random --backbone resnet18 --train clive --data-root ../shared/data
+        """
+        from biqabench.probe import run_probe
+
+        overrides = dict(weights=weights, backbone=backbone, train=train,
+                         test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
+                         splits=splits, seed=seed, size=size, half_scale=half_scale, folds=folds,
+                         data_root=data_root, device=device, precision=precision)
+        run = run_probe(config, run_dir=run_dir, progress=not no_progress, **overrides)
         typer.echo((run / "summary.md").read_text())
         typer.echo(f"run folder: {run}")
 
@@ -59,7 +102,7 @@ def register(app: typer.Typer) -> None:
         """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
         from tabulate import tabulate
 
-        from biqabench.benchmark import load_matrix, plan, run_matrix
+        from biqabench.matrix import load_matrix, plan, run_matrix
 
         m = load_matrix(matrix)
         planned = plan(m)
@@ -74,28 +117,6 @@ def register(app: typer.Typer) -> None:
         folder = planned[0].folder.parent
         typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
 
-    @app.command("predict")
-    def predict_command(
-        inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-        run: str = typer.Option(..., help="A finished eval run (id, unique prefix or folder) whose model to use."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here (default: print it)."),
-        device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
-        precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
-    ) -> None:
-        """Score images with a fine-tuned model (CSV: image, predicted MOS on the training set's scale)."""
-        from biqabench import io
-        from biqabench.predict import predict
+    from biqabench import cli_results
 
-        df = predict(run, [str(p) for p in inputs], device=device, precision=precision, progress=not no_progress)
-        if output:
-            io.write_text(output, df.to_csv(index=False))
-            typer.echo(f"wrote {len(df)} scores to {output}")
-        else:
-            typer.echo(df.to_csv(index=False), nl=False)
-
-    try:
-        from biqabench import cli_results
-    except ImportError:
-        return
     cli_results.register(app)

@@ -33,6 +33,10 @@ def load_yaml(path: str | Path) -> dict:
         raise BiqaError(f"config {path}: cannot read it: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load does not build: refuse, never run it
+        tag = str(getattr(exc, "problem", "")).split("tag ")[-1].strip("'\"").replace("tag:yaml.org,2002:", "!!")
+        raise BiqaError(f"config {path}: refused the YAML tag {tag!r} (configs hold plain values only; "
+                        "nothing was run)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -143,6 +147,3 @@ def override(obj: T, values: dict | None, where: str = "config") -> T:
             changes[key] = _coerce(value, hints[key], key, where)
     return dataclasses.replace(obj, **changes)
 
-
-def to_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)

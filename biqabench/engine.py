@@ -15,7 +15,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,10 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from biqabench import distributed, io
+from biqabench import checkpoint as ckpt
+from biqabench import distributed
 from biqabench.device import Runtime
+from biqabench.divergence import NanGuard
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,10 @@ class TrainResult:
     best_epoch: int = -1
     best_val_srcc: float = float("nan")
     best_state: dict | None = None
+    skipped: dict = field(default_factory=dict)  # NanGuard.counts(): batches/steps skipped
 
 
-def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.optim.Optimizer:
+def make_optimizer(model: IQAHead, recipe: TrainRecipe, runtime: Runtime) -> torch.optim.Optimizer:
     groups = [g for g in model.param_groups(recipe) if g["params"]]
     name = recipe.optimizer.lower()
     if name == "adam":
@@ -53,7 +56,7 @@ def make_optimizer(model: IQAHead, recipe: Recipe, runtime: Runtime) -> torch.op
     raise BiqaError(f"recipe optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe):
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe):
     if recipe.lr_step and recipe.lr_step > 0:
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.lr_step, gamma=recipe.lr_gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
@@ -70,7 +73,7 @@ def _set_rng_state(state: dict) -> None:
 def train_head(
     model: IQAHead,
     train_data,
-    recipe: Recipe,
+    recipe: TrainRecipe,
     runtime: Runtime,
     *,
     validate: Callable[[IQAHead], float] | None = None,
@@ -80,6 +83,7 @@ def train_head(
     progress: bool = True,
     desc: str = "train",
     stop_flag: Callable[[], bool] | None = None,
+    nan_policy: str = "stop",
 ) -> TrainResult:
     """Fine-tune ``model`` on ``train_data`` (a PatchDataset) for ``recipe.epochs`` epochs.
 
@@ -91,6 +95,10 @@ def train_head(
     ResNet-50: 150 M parameters, 2.4 GB and 8 s per naive checkpoint on CPU): the best weights are
     stored only when they are not the current ones, and after the last epoch only the best
     weights and the history are kept (a resumed run then skips straight to testing).
+    Checkpoints go through :mod:`biqabench.checkpoint` (verified, the previous one kept); a resume
+    checks that seed, recipe, data size and process count are those the checkpoint was made with.
+    A NaN/Inf loss stops (``nan_policy="stop"``) or skips the batch (``"skip"``), see
+    :mod:`biqabench.divergence`.
     """
     model = runtime.prepare(model)
     optimizer = make_optimizer(model, recipe, runtime)
@@ -99,14 +107,18 @@ def train_head(
     result = TrainResult()
     start_epoch = 0
     torch.manual_seed(seed)
-    if checkpoint is not None and checkpoint.is_file():
-        state = io.load_torch(checkpoint)
+    meta = _resume_meta(recipe, seed, train_data)
+    guard = NanGuard(nan_policy, desc, f"lower the learning rate (recipe lr={recipe.lr:g}) or use --precision fp32")
+    if checkpoint is not None and ckpt.exists(checkpoint):
+        state = ckpt.load(checkpoint, expect=meta, what=f"resuming {desc}").state
+        guard.skipped, guard.scaler_skipped = (int(state.get("skipped", {}).get(k, 0)) for k in guard.counts())
         result.history = list(state["history"])
         result.best_epoch = int(state["best_epoch"])
         result.best_val_srcc = float(state["best_val_srcc"])
         start_epoch = int(state["epoch"]) + 1
         if state.get("finished"):  # training was over; only the best weights were kept
             result.best_state = state["best_state"]
+            result.skipped = guard.counts()
             log.info("%s: training already finished (%s)", desc, checkpoint)
             return result
         model.load_state_dict(state["model"])
@@ -137,22 +149,19 @@ def train_head(
         t0 = time.perf_counter()
         losses = []
         seen = 0
+        kept = (f"the last good checkpoint (epoch {epoch}) is kept at {checkpoint}"
+                if checkpoint is not None and ckpt.exists(checkpoint) else None)
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
-        for x, mos, _ in bar:
+        for batch, (x, mos, _) in enumerate(bar):
             x, mos = runtime.to(x), mos.to(runtime.device)
             with runtime.autocast():
                 loss = objective(x, mos)
-            if not torch.isfinite(loss):
-                kept = (f"; the last good checkpoint (epoch {epoch}) is kept at {checkpoint}"
-                        if checkpoint is not None and checkpoint.is_file() else "")
-                raise BiqaError(
-                    f"{desc}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                    f"(recipe lr={recipe.lr:g}) or use --precision fp32{kept}")
+            if guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
+                continue
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            guard.step(scaler, optimizer)
             losses.append(loss.item())
             seen += x.shape[0]
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
@@ -171,18 +180,25 @@ def train_head(
         if best_is_model:
             result.best_epoch, result.best_val_srcc = epoch + 1, val_srcc
             result.best_state = _cpu_copy(model.state_dict())
+        result.skipped = guard.counts()
         if checkpoint is not None and distributed.is_main():  # under torchrun the models are identical
             common = {"epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
-                      "best_val_srcc": result.best_val_srcc}
+                      "best_val_srcc": result.best_val_srcc, "skipped": result.skipped}
             if epoch + 1 == recipe.epochs:
-                io.save_torch({**common, "finished": True, "best_state": result.best_state}, checkpoint)
+                ckpt.save(checkpoint, {**common, "finished": True, "best_state": result.best_state}, meta)
             else:
-                io.save_torch({
+                ckpt.save(checkpoint, {
                     **common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": _rng_state(), "best_is_model": best_is_model,
                     "best_state": None if best_is_model else result.best_state,
-                }, checkpoint)
+                }, meta)
     return result
+
+
+def _resume_meta(recipe: TrainRecipe, seed: int, train_data) -> dict:
+    """What a resumed fine-tune must share with the checkpoint, or it would not reproduce the run."""
+    return {"seed": seed, "recipe": asdict(recipe), "train_items": len(train_data),
+            "world": distributed.world_size()}
 
 
 def _cpu_copy(state: dict) -> dict:
@@ -206,9 +222,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
     ResNet-50 forward on CPU).
 
     fp32 runs use the model unchanged: that is the exact reference path.  The caller's model is
-    never modified.
+    never modified.  A model this function already built is returned as is (no second copy), so
+    a caller scoring many small batches (``biqabench.model.Model``) builds it once.
     """
-    if runtime.amp_dtype is None:
+    if runtime.amp_dtype is None or getattr(model, "_biqa_inference_ready", False):
         return model
     copy_ = copy.deepcopy(model).eval()
     folded = 0
@@ -219,7 +236,10 @@ def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module
                 break
             except Exception as exc:  # noqa: BLE001 - not traceable: try the backbone alone
                 log.debug("no BatchNorm folding in %s: %s", type(part).__name__, exc)
-    return runtime.prepare(copy_) if folded else model
+    out = runtime.prepare(copy_) if folded else model
+    if folded:
+        out._biqa_inference_ready = True
+    return out
 
 
 def fold_batchnorms(module: torch.nn.Module) -> int:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from biqabench.data.patches import crop_boxes, normalise, upscale_if_small
 from biqabench.device import Runtime
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe as Recipe
 
 Box = tuple[int, int, bool]  # (top, left, hflip)
 

@@ -9,8 +9,9 @@ scale (0..1, higher is better) during training; datasets map them back to their 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from biqabench.plugins import registry
 
 
 @dataclass
-class Recipe:
+class TrainRecipe:
     """How a head is trained and tested. Defaults are HyperIQA's paper settings."""
 
     patch_size: int = 224
@@ -46,7 +47,11 @@ class Recipe:
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
-def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
+#: The old name of :class:`TrainRecipe`, kept so plugins written against it keep working.
+Recipe = TrainRecipe
+
+
+def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     """Catch values no training run can use (0 epochs, a negative learning rate...) before any
     work starts, naming the key; head-specific settings are checked by the head itself."""
     from biqabench.errors import BiqaError
@@ -75,13 +80,36 @@ def validate_recipe(recipe: Recipe, where: str = "recipe") -> Recipe:
     return recipe
 
 
-class IQAHead(nn.Module):
-    """Base class: holds ``self.backbone``; subclasses implement ``forward(x) -> (B,)`` scores."""
+#: The training losses the base class implements (``recipe.loss``); a head with its own
+#: objective (TReS's ranking + consistency terms) overrides :meth:`IQAHead.loss` instead.
+BASE_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
-    def __init__(self, backbone: Backbone):
+
+def check_base_loss(loss: str, head: str) -> str:
+    """``loss`` normalised, if the base class implements it; else a one-line error."""
+    from biqabench.errors import BiqaError
+
+    name = str(loss).strip().lower()
+    if name not in BASE_LOSSES:
+        raise BiqaError(f"{head} recipe: loss {loss!r} is not supported; use {' or '.join(BASE_LOSSES)}")
+    return name
+
+
+class IQAHead(nn.Module):
+    """Base class: holds ``self.backbone`` and ``self.recipe``; subclasses implement
+    ``forward(x) -> (B,)``, one score per patch (the runner averages a test image's patches)."""
+
+    def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
         super().__init__()
         self.backbone = backbone
+        self.recipe = recipe if recipe is not None else TrainRecipe()  # create_head sets it too
         self.frozen_backbone = False  # set by create_head for a linear probe
+        if self.uses_base_loss():
+            check_base_loss(self.recipe.loss, type(self).__name__)
+
+    @classmethod
+    def uses_base_loss(cls) -> bool:
+        return cls.loss is IQAHead.loss
 
     def train(self, mode: bool = True) -> "IQAHead":
         """A frozen backbone stays in eval mode: a linear probe must not drift BN statistics."""
@@ -94,12 +122,13 @@ class IQAHead(nn.Module):
         raise NotImplementedError
 
     def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        """Training loss on a batch of patches and their normalised MOS. Default: L1."""
+        """Training loss on a batch of patches and their MOS: ``recipe.loss`` (l1 or mse)."""
         return self.criterion(self(x), mos)
 
     def criterion(self, pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        """The loss between predicted and true normalised MOS (L1 unless the head says otherwise)."""
-        return F.l1_loss(pred.float(), mos.float())
+        """``recipe.loss`` (l1 or mse) between predicted and true normalised MOS."""
+        fn = BASE_LOSSES[check_base_loss(self.recipe.loss, type(self).__name__)]
+        return fn(pred.float().reshape(-1), mos.reshape(-1).float())
 
     # -- training from cached backbone features (recipe ``cache_features``) -----------------
     # A head that can score from the frozen backbone's output implements ``score_features``;
@@ -114,16 +143,21 @@ class IQAHead(nn.Module):
 
     @property
     def scores_features(self) -> bool:
-        return type(self).score_features is not IQAHead.score_features
+        """Whether this head trains from cached features (it implements ``score_features`` and,
+        if it has its own ``loss``, its own ``loss_features`` too)."""
+        cls = type(self)
+        return (cls.score_features is not IQAHead.score_features
+                and (cls.uses_base_loss() or cls.loss_features is not IQAHead.loss_features))
 
     def loss_features(self, feats: list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+        """The training loss from cached features: ``criterion(score_features(feats), mos)``."""
         return self.criterion(self.score_features(feats), mos)
 
     def head_parameters(self):
         ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 
-    def param_groups(self, recipe: Recipe) -> list[dict]:
+    def param_groups(self, recipe: TrainRecipe) -> list[dict]:
         """Optimiser groups: backbone at ``lr``, the rest at ``lr * head_lr_mult``."""
         groups = [{"params": self.head_parameters(), "lr": recipe.lr * recipe.head_lr_mult, "name": "head"}]
         if not recipe.freeze_backbone:
@@ -133,13 +167,58 @@ class IQAHead(nn.Module):
 
 @dataclass
 class HeadSpec:
-    """What a head plugin registers."""
+    """What a head plugin registers.
+
+    ``presets`` maps a preset name (``cpu``, ``paper``...) to a YAML file of recipe overrides; a
+    plugin ships them as package data and fills this with :func:`presets_in` so that an installed
+    copy finds them (``biqabench eval --recipe cpu``).  The built-in ``recipe`` is paper scale.
+    """
 
     name: str
-    build: Callable[[Backbone, Recipe], IQAHead]
-    recipe: Recipe = field(default_factory=Recipe)
+    build: Callable[[Backbone, TrainRecipe], IQAHead]
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
     description: str = ""
     reference: str = ""  # paper / code it follows
+    presets: Mapping[str, Path] = field(default_factory=dict)
+    options: type | None = None  # dataclass of the head's ``recipe.options`` keys (None: it takes none)
+
+    def check_options(self, recipe: TrainRecipe) -> Any:
+        """``recipe.options`` as the head's options dataclass (names and types checked, with a
+        "did you mean"); the head itself checks what the values mean together."""
+        from biqabench.errors import BiqaError
+
+        if self.options is None:
+            if recipe.options:
+                raise BiqaError(f"{self.name} recipe: the {self.name} head takes no options, got "
+                                f"{sorted(recipe.options)}")
+            return None
+        return override(self.options(), recipe.options, where=f"{self.name} recipe options")
+
+    def preset(self, name: str) -> TrainRecipe:
+        """The built-in recipe with preset ``name``'s overrides applied (validated)."""
+        from biqabench.config import load_yaml
+        from biqabench.errors import BiqaError
+
+        if name not in self.presets:
+            shipped = ", ".join(sorted(self.presets)) or "none"
+            raise BiqaError(f"head {self.name!r} ships no preset {name!r} (its presets: {shipped})")
+        path = self.presets[name]
+        return validate_recipe(override(self.recipe, load_yaml(path), where=f"recipe {path}"), where=f"recipe {path}")
+
+
+def presets_in(package: str) -> dict[str, Path]:
+    """``{name: file}`` for the ``presets/<name>.yaml`` files shipped inside ``package``.
+
+    Found through :mod:`importlib.resources`, so a wheel or ``pip install --target`` copy reads the
+    files it installed rather than a source checkout's.
+    """
+    from importlib import resources
+
+    folder = resources.files(package) / "presets"
+    if not folder.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith((".yaml", ".yml"))}
 
 
 def head_spec(name: str) -> HeadSpec:
@@ -147,7 +226,7 @@ def head_spec(name: str) -> HeadSpec:
 
 
 def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str = "random",
-                recipe: Recipe | dict | None = None) -> IQAHead:
+                recipe: TrainRecipe | dict | None = None) -> IQAHead:
     """Build head ``name`` around a backbone (a module, or a backbone name plus ``weights``)."""
     spec = head_spec(name)
     if isinstance(backbone, str):
@@ -156,6 +235,7 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
         recipe = spec.recipe
     elif isinstance(recipe, dict):
         recipe = override(spec.recipe, recipe, where=f"recipe for head {name!r}")
+    spec.check_options(recipe)
     try:
         head = spec.build(backbone, recipe)
     except Exception as exc:  # noqa: BLE001 - name the plugin instead of showing its traceback
@@ -168,6 +248,9 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
         raise BiqaError(f"head {name!r} (plugin {plugin!r}) failed to build on backbone "
                         f"{getattr(backbone, 'name', type(backbone).__name__)!r}: {type(exc).__name__}: {detail}; "
                         "a bug in that plugin (rerun with --debug for the traceback)") from exc
+    head.recipe = recipe
+    if head.uses_base_loss():
+        check_base_loss(recipe.loss, name)
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)
@@ -188,8 +271,7 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
     code).  Any missing, unexpected or wrongly shaped tensor is a :class:`BiqaError` naming
     examples, so a checkpoint never half-loads.  Returns a :class:`biqabench.weights.LoadReport`.
     """
-    from biqabench.errors import BiqaError
-    from biqabench.weights import LoadReport, read_state_dict
+    from biqabench.weights import load_checked, read_state_dict
 
     if isinstance(source, Mapping):
         state, name = dict(source), what
@@ -209,21 +291,9 @@ def load_foreign_state_dict(head: nn.Module, source: str | os.PathLike | Mapping
         mapped[k] = value
     target = head.state_dict()
     unexpected = [k for k in mapped if k not in target]
-    missing = [k for k in target if k not in mapped and not k.endswith("num_batches_tracked")]
-    bad_shape = [f"{k} {tuple(v.shape)} vs ours {tuple(target[k].shape)}"
-                 for k, v in mapped.items() if k in target and v.shape != target[k].shape]
-    if unexpected or missing or bad_shape:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
-        if bad_shape:
-            detail.append(f"{len(bad_shape)} of another shape, e.g. {'; '.join(bad_shape[:2])}")
-        backbone = getattr(getattr(head, "backbone", None), "name", "?")
-        raise BiqaError(f"{name} does not fit head {type(head).__name__} on backbone {backbone!r}: "
-                        f"{'; '.join(detail)}. Was it trained with another backbone or head?")
-    for k, v in target.items():  # num_batches_tracked is optional in many checkpoints
-        mapped.setdefault(k, v)
-    head.load_state_dict(mapped, strict=True)
-    return LoadReport(name, len(state) - len(dropped), dropped)
+    backbone = getattr(getattr(head, "backbone", None), "name", "?")
+    report = load_checked(head, mapped, source=name, subject=f"head {type(head).__name__} on backbone {backbone!r}",
+                          unused=unexpected, unused_is_error=True,
+                          hint="Was it trained with another backbone or head?")
+    report.dropped = dropped
+    return report

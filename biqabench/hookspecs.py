@@ -28,6 +28,27 @@ def register_backbones(register):
 
 
 @hookspec
+def resolve_backbone(name, register):
+    """Add, on demand, a backbone ``name`` that no ``register_backbones`` hook registered.
+
+    Called only when a name is unknown (e.g. ``--backbone convnext_atto`` from a model zoo of
+    thousands): call ``register(name, factory, description="")`` as in ``register_backbones``
+    if this plugin can build ``name``, else do nothing.  Plugins are asked in load order; the
+    first that registers the name wins.  Keeps start-up fast: nothing is imported or listed
+    until a name is asked for.
+    """
+
+
+@hookspec
+def search_backbones(pattern):
+    """Names this plugin's ``resolve_backbone`` accepts that match the glob ``pattern``.
+
+    Return ``[(name, description), ...]`` (may be long); ``biqabench backbones list --filter``
+    shows them next to the registered ones.
+    """
+
+
+@hookspec
 def register_pretrainers(register):
     """Add pretraining strategies: ``register(spec)`` with a :class:`biqabench.pretrain.PretrainerSpec`.
 

@@ -1,4 +1,4 @@
-"""Figures for a run folder: prediction-vs-MOS scatter per test set, training curves.
+"""Figures for a run folder: prediction-vs-MOS scatter per test set, training curves, loss curves.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never
 through pyplot: no GUI backend is touched, no global figure state leaks between threads or into a
@@ -135,5 +135,24 @@ def training_curves(history_df: pd.DataFrame, path: str | os.PathLike, title: st
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loss_curve(losses: list[float], path: str | os.PathLike, title: str, ylabel: str = "loss") -> Path:
+    """A per-step training loss with its running mean (pretraining runs: ``loss.png``)."""
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.add_subplot()
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, lw=0.8, alpha=0.45, label="loss")
+    if len(losses) >= 5:
+        w = max(2, len(losses) // 20)
+        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)

@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -114,18 +114,7 @@ class Harness:
                 plugin_name = impl.plugin_name
                 reg = self.registries[kind]
                 added: list[str] = []
-
-                def register(name_or_spec: Any, obj: Any = None, *, description: str = "",
-                             _reg=reg, _plugin=plugin_name, _added=added, **meta) -> None:
-                    if obj is None:  # a spec object carrying its own name
-                        spec = name_or_spec
-                        _reg.add(spec.name, spec, plugin=_plugin,
-                                 description=description or getattr(spec, "description", ""), **meta)
-                        _added.append(spec.name)
-                    else:
-                        _reg.add(name_or_spec, obj, plugin=_plugin, description=description, **meta)
-                        _added.append(name_or_spec)
-
+                register = _register_callback(reg, plugin_name, added)
                 try:
                     impl.function(register=register)
                 except Exception as exc:  # noqa: BLE001 - isolate the plugin
@@ -146,7 +135,35 @@ class Harness:
                 + " -- see: biqabench plugins list") if broken else ""
         for reg in self.registries.values():
             reg.missing_hint = hint
+        self.registries["backbones"].resolver = self._resolve_backbone
         self._filled = True
+
+    def _resolve_backbone(self, name: str) -> None:
+        """Ask ``resolve_backbone`` hooks, in load order, to register an unknown ``name``."""
+        reg = self.registries["backbones"]
+        for impl in reversed(self.pm.hook.resolve_backbone.get_hookimpls()):
+            added: list[str] = []
+            try:
+                impl.function(name=name, register=_register_callback(reg, impl.plugin_name, added))
+            except BiqaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one line naming the plugin
+                raise BiqaError(f"plugin {impl.plugin_name!r} failed to resolve backbone {name!r}: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+            if name in reg:
+                return
+
+    def search_backbones(self, pattern: str) -> list[tuple[str, str, str]]:
+        """(name, plugin, description) of every on-demand backbone matching ``pattern``."""
+        out = []
+        for impl in reversed(self.pm.hook.search_backbones.get_hookimpls()):
+            try:
+                found = impl.function(pattern=pattern) or []
+            except Exception as exc:  # noqa: BLE001
+                raise BiqaError(f"plugin {impl.plugin_name!r} failed to search backbones for {pattern!r}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+            out.extend((n, impl.plugin_name, d) for n, d in found)
+        return out
 
     def registry(self, kind: str) -> Registry:
         if kind not in KINDS:
@@ -168,6 +185,21 @@ class Harness:
         if not self._filled:
             self._fill()
         return [p for p in self.plugins.values() if p.broken]
+
+
+def _register_callback(reg: Registry, plugin_name: str, added: list[str]) -> Callable[..., None]:
+    """The ``register`` a hook receives: ``register(spec)`` or ``register(name, obj, description=...)``."""
+    def register(name_or_spec: Any, obj: Any = None, *, description: str = "", **meta) -> None:
+        if obj is None:  # a spec object carrying its own name
+            spec = name_or_spec
+            reg.add(spec.name, spec, plugin=plugin_name,
+                    description=description or getattr(spec, "description", ""), **meta)
+            added.append(spec.name)
+        else:
+            reg.add(name_or_spec, obj, plugin=plugin_name, description=description, **meta)
+            added.append(name_or_spec)
+
+    return register
 
 
 def _parse_selection(value: str | None) -> set[str] | None:
@@ -208,9 +240,3 @@ def reset_harness() -> None:
 def registry(kind: str) -> Registry:
     return get_harness().registry(kind)
 
-
-def get_component(kind: str, name: str) -> Any:
-    return registry(kind).get(name)
-
-
-Factory = Callable[..., Any]

@@ -1,4 +1,11 @@
-"""Apply a fine-tuned model: score new images with the head saved by ``biqabench eval``."""
+"""``biqabench.predict``: score image files with any model source in one call.
+
+    from biqabench import predict
+    scores = predict("RUN_ID", ["photos/"])          # DataFrame: image, pred, pred_norm, scale, note, error
+
+A thin layer over :func:`biqabench.load_model` and :func:`biqabench.scoring.score_paths`; the
+model source is anything ``load_model`` takes (a run, an exported file, ``pyiqa:NAME[:FILE]``).
+"""
 
 from __future__ import annotations
 
@@ -6,66 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from biqabench.config import override
-from biqabench.device import get_runtime
-from biqabench.errors import BiqaError
-from biqabench.heads import Recipe, head_spec
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from biqabench.scoring import IMAGE_SUFFIXES, collect_images  # noqa: F401 - the old home of these names
 
 
-def collect_images(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images, in a stable order."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise BiqaError(f"{p} is neither an image file nor a folder")
-    if not out:
-        raise BiqaError(f"no images found in {', '.join(map(str, inputs))}")
-    return out
+def predict(model, inputs: str | Path | list[str | Path], *, device: str = "auto", precision: str = "auto",
+            progress: bool = True, skip_bad: bool = False, split: int = 0) -> pd.DataFrame:
+    """Scores for ``inputs`` (files, folders, globs) on the model's native scale (for a run: its
+    training set's MOS scale and direction)."""
+    from biqabench.model import load_model
+    from biqabench.scoring import score_paths
 
-
-def predict(run: str | Path, inputs: list[str | Path], *, device: str = "auto", precision: str = "auto",
-            progress: bool = True) -> pd.DataFrame:
-    """Scores for ``inputs`` (files or folders) on the native MOS scale of the run's training set."""
-    from biqabench import results
-    from biqabench.data import ImageCache
-    from biqabench.engine import predict_images
-    from biqabench.runner import EvalConfig, build_model, load_eval_config, _test_seed
-    from biqabench.weights import read_state_dict
-
-    run_path = results.load_run(run).path if not Path(run).is_dir() else Path(run)
-    model_file = run_path / "model.safetensors"
-    if not model_file.is_file():
-        raise BiqaError(f"run {run_path} has no model.safetensors (it was run with save_model: false, "
-                        f"or did not finish its first split)")
-    manifest = results.read_manifest(run_path)  # a damaged manifest is a one-line error
-    cfg: EvalConfig = load_eval_config(run_path / "config.yaml")
-    spec = head_spec(cfg.head)
-    recipe = override(Recipe(), manifest["recipe"], where=f"{run_path}/manifest.json recipe")
-    model = build_model(cfg, spec, recipe, None)
-    model.load_state_dict(read_state_dict(model_file))  # a damaged file is a one-line error
-    runtime = get_runtime(device, precision)
-    model = runtime.prepare(model)
-    files = collect_images(inputs)
-    train = manifest["datasets"][manifest["train"]]
-    # score new images the way the training images were seen (e.g. SPAQ-trained models at 512 px);
-    # each file is decoded once, so keeping decoded pixels in memory would only grow with the inputs
-    cache = ImageCache(resize=int((train.get("options") or {}).get("resize") or 0) or recipe.resize, memory_bytes=0)
-
-    from biqabench.data import image_patches
-
-    stream = (image_patches(cache.get(f), recipe.patch_size, recipe.test_patches, seed=_test_seed(f.name, cfg.seed))
-              for f in files)
-    norm = predict_images(model, stream, runtime, progress=progress)
-    lo, hi = train["scale"]
-    native = lo + norm * (hi - lo) if train["higher_better"] else hi - norm * (hi - lo)
-    return pd.DataFrame({"image": [str(f) for f in files], "pred": native, "pred_norm": norm,
-                         "scale": f"{lo:g}-{hi:g} ({'higher' if train['higher_better'] else 'lower'} is better)"})
-
-
+    m = load_model(model, device=device, precision=precision, split=split)
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    return score_paths(m, items, skip_bad=skip_bad, progress=progress)

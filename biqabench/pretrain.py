@@ -33,6 +33,7 @@ class PretrainRequest:
     run_dir: Path | None = None        # checkpoints and logs; None: results/pretrain/<name>-<backbone>
     store: WeightsStore = field(default_factory=WeightsStore)
     progress: bool = True
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop | skip the step (see biqabench.divergence)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from biqabench.errors import BiqaError
 
@@ -45,6 +45,8 @@ class Registry(Generic[T]):
         #: appended to unknown-name errors, e.g. which plugins failed to load (the name may be theirs)
         self.missing_hint = ""
         self._contested: dict[str, str] = {}
+        #: asked for names nobody registered: ``resolver(name)`` may add them (lazy model zoos)
+        self.resolver: Callable[[str], None] | None = None
 
     def add(self, name: str, obj: T, *, plugin: str = "<direct>", description: str = "", **meta) -> None:
         if not name or not isinstance(name, str):
@@ -67,6 +69,8 @@ class Registry(Generic[T]):
     def entry(self, name: str) -> Entry[T]:
         if name in self._contested:
             raise DuplicateComponentError(self._contested[name], name=name)
+        if name not in self._entries and self.resolver is not None:
+            self.resolver(name)
         try:
             return self._entries[name]
         except KeyError:

@@ -14,30 +14,30 @@ import contextlib
 import dataclasses
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from biqabench import distributed, io
+from biqabench import distributed
 from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
+from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe, create_head, head_spec, validate_recipe
-from biqabench.weights import remap_state_dict, resolve_state_dict
+from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
+from biqabench.results.folder import RunFolder
+from biqabench.weights import ResolvedWeights, resolve_weights
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("finetune", "linear-probe")
 EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -51,7 +51,7 @@ class EvalConfig:
     test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
     splits: int = 10
     seed: int = 0
-    protocol: str = "finetune"         # finetune | linear-probe
+    protocol: str = "finetune"         # finetune | linear-probe (ridge on frozen features: biqabench.probe)
     test_frac: float = 0.2
     val_frac: float = 0.1              # share of the train split used for model selection
     official_split: bool = False
@@ -64,6 +64,7 @@ class EvalConfig:
     precision: str = "auto"
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
         train = self.train or EMBEDDED_TRAIN
@@ -84,6 +85,12 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
             return f"--{name.replace('_', '-')}"
         return f"config {path}: {name}" if name in from_file else name
 
+    return check_eval_config(cfg, key)
+
+
+def check_eval_config(cfg: EvalConfig, key: Callable[[str], str] = str) -> EvalConfig:
+    """Values no evaluation can use, caught before any work; ``key(field)`` names where a value
+    came from (``--splits``, ``config x.yaml: splits``, ``matrix m.yaml: splits``)."""
     if cfg.protocol not in PROTOCOLS:
         raise BiqaError(f"{key('protocol')} {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if cfg.splits < 1:
@@ -93,6 +100,7 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     for frac in ("test_frac", "val_frac"):
         if not 0.0 <= getattr(cfg, frac) < 1.0:
             raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
+    check_policy(cfg.nan_policy, key("nan_policy"))
     for name, options in cfg.dataset_options.items():
         if not isinstance(options, dict):
             raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
@@ -100,53 +108,47 @@ def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalCo
     return cfg
 
 
-def _recipe_file(head: str, preset: str) -> Path | None:
-    candidate = CONFIGS_DIR / "heads" / f"{head}_{preset}.yaml"
-    return candidate if candidate.is_file() else None
+def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[TrainRecipe, str, str]:
+    """The head's recipe for this run, a label saying where it came from, and the preset name.
 
-
-# When no CPU recipe file ships with a head, shrink its paper recipe to CPU scale.
-CPU_FALLBACK = {"patch_size": 96, "train_patches": 4, "test_patches": 8, "batch_size": 32, "epochs": 3, "lr_step": 0}
-
-
-def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[Recipe, str]:
-    """The head's recipe for this run and a label saying where it came from."""
+    ``cfg.recipe`` is ``auto`` (the head's ``cpu`` preset on a CPU, ``paper`` elsewhere), a preset
+    the head ships (:attr:`HeadSpec.presets`), or a YAML file of overrides (preset ``file``).  A
+    head without the preset asked for trains with its built-in (paper-scale) recipe, with a warning.
+    """
     preset = cfg.recipe
     if preset == "auto":
         preset = "cpu" if runtime.device.type == "cpu" else "paper"
-    recipe, source = spec.recipe, f"{spec.name} defaults"
-    if preset in ("paper", "cpu"):
-        path = _recipe_file(spec.name, preset)
-        if path is not None:
-            recipe, source = override(spec.recipe, load_yaml(path), where=f"recipe {path}"), str(path)
-        elif preset == "cpu":
-            recipe, source = override(spec.recipe, CPU_FALLBACK), f"{spec.name} defaults shrunk to CPU scale"
+    if preset in spec.presets:
+        recipe, source = spec.preset(preset), f"{spec.name} preset {preset} ({spec.presets[preset]})"
+    elif preset in ("paper", "cpu"):
+        if preset == "cpu":
+            log.warning("head %s ships no cpu preset; training with its built-in (paper-scale) recipe", spec.name)
+        recipe, source = spec.recipe, f"{spec.name} defaults (no {preset} preset shipped)"
     else:
         path = Path(preset)
-        recipe, source = override(spec.recipe, load_yaml(path), where=f"recipe {path}"), str(path)
+        if not path.is_file():
+            shipped = ", ".join(sorted({*spec.presets, "auto", "cpu", "paper"}))
+            raise BiqaError(f"config {path} does not exist; --recipe takes a YAML file or a preset of head "
+                            f"{spec.name!r} ({shipped})")
+        recipe, source, preset = override(spec.recipe, load_yaml(path), where=f"recipe {path}"), str(path), "file"
     if cfg.recipe_overrides:
         recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
         source += " + overrides"
-    if cfg.protocol == "linear-probe":
-        recipe = dataclasses.replace(recipe, freeze_backbone=True)
-    return validate_recipe(recipe, where=f"recipe ({source})"), source
+    return validate_recipe(recipe, where=f"recipe ({source})"), source, preset
 
 
-def _test_seed(name: str, seed: int) -> int:
-    """Test crops depend only on the image's file name and the seed: the same image, the same crops
-    (in every split, in cross-dataset tests and in ``biqabench predict``)."""
-    return (zlib.crc32(Path(name).name.encode()) + 7919 * seed) % (2**31)
+_test_seed = test_crop_seed  # the old private name, for callers not yet moved to test_crop_seed
 
 
-def _image_patch_stream(table, indices, cache, recipe: Recipe, seed: int) -> Iterator[torch.Tensor]:
+def _image_patch_stream(table, indices, cache, recipe: TrainRecipe, seed: int) -> Iterator[torch.Tensor]:
     from biqabench.data import image_patches
 
     for i in indices:
         img = cache.get(table.paths[i])
-        yield image_patches(img, recipe.patch_size, recipe.test_patches, seed=_test_seed(table.names[i], seed))
+        yield image_patches(img, recipe.patch_size, recipe.test_patches, seed=test_crop_seed(table.names[i], seed))
 
 
-def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: Runtime, *, seed: int = 0,
+def score_table(model: IQAHead, table, indices, cache, recipe: TrainRecipe, runtime: Runtime, *, seed: int = 0,
                 progress: bool = True, desc: str = "test") -> np.ndarray:
     """Normalised scores (0..1, higher better) for ``table``'s images at ``indices``."""
     indices = np.asarray(indices, dtype=int)
@@ -154,7 +156,7 @@ def score_table(model: IQAHead, table, indices, cache, recipe: Recipe, runtime: 
                           progress=progress, desc=desc)
 
 
-def dataset_cache(table, recipe: Recipe, workers: int):
+def dataset_cache(table, recipe: TrainRecipe, workers: int):
     """Decoded-image cache for one dataset: its resize option (e.g. SPAQ's 512 px short side) wins
     over the recipe's; with DataLoader workers the decoded pixels go to a shared disk folder so each
     worker and each epoch reuse one decode."""
@@ -164,11 +166,11 @@ def dataset_cache(table, recipe: Recipe, workers: int):
     return ImageCache(resize=resize, folder=default_cache_folder() if workers > 0 else None)
 
 
-def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: Recipe, state: dict | None) -> IQAHead:
+def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None) -> IQAHead:
+    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation)."""
     backbone = create_backbone(cfg.backbone)
-    if state is not None:
-        mapped, _ = remap_state_dict(state, backbone, cfg.weights)
-        backbone.load_state_dict(mapped)
+    if weights is not None:
+        weights.load_into(backbone)
     return create_head(spec.name, backbone, recipe=recipe)
 
 
@@ -187,38 +189,54 @@ def _metrics_rows(split: int, train_name: str, test_name: str, kind: str, table,
 def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Path | None = None,
              resume: str | Path | None = None, progress: bool = True, **overrides: Any) -> Path:
     """Run the protocol; return the run folder (``results/runs/<id>``)."""
-    from biqabench import results
+    from biqabench.results import open_run
 
     started = time.time()
-    run_path: Path | None = None
+    folder: RunFolder | None = None
     if resume is not None:
-        run_path = results.load_run(resume).path if not Path(resume).is_dir() else Path(resume)
-        cfg = load_eval_config(run_path / "config.yaml")
-        started -= float(results.read_manifest(run_path).get("wall_seconds") or 0.0)  # time already spent
+        folder = open_run(resume)
+        cfg = load_eval_config(folder.config_path)
+        started -= float(folder.read_manifest().get("wall_seconds") or 0.0)  # time already spent
     else:
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
+    if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
+        return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
     with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
-        return _evaluate(cfg, runtime, run_path, run_dir, started, progress and distributed.is_main())
+        return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
-def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir: str | Path | None,
-              started: float, progress: bool) -> Path:
-    """The protocol for a resolved config (``run_path`` set: resume that run).
+def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -> Path:
+    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits;
+    the head and its recipe do not apply (a ridge on pooled frozen features replaces them)."""
+    from biqabench.probe import ProbeConfig, run_probe
+
+    if cfg.head != EvalConfig.head:
+        log.warning("--protocol linear-probe fits a ridge on frozen features; --head %s is not used", cfg.head)
+    probe_cfg = ProbeConfig(weights=cfg.weights, backbone=cfg.backbone, train=cfg.train, test=list(cfg.test),
+                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
+                            official_split=cfg.official_split, data_root=cfg.data_root,
+                            dataset_options=dict(cfg.dataset_options), skip_bad=cfg.skip_bad, device=cfg.device,
+                            precision="fp32" if cfg.precision == "auto" else cfg.precision)
+    return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
+
+
+def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
+              started: float, progress: bool) -> RunFolder:
+    """The protocol for a resolved config (``folder`` set: resume that run).
 
     Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
     rank 0 alone writes the run folder and scores the test sets while the others wait.
     """
-    from biqabench import results
     from biqabench.data import PatchDataset, load_dataset, make_splits
     from biqabench.interrupt import sigterm_as_interrupt
     from biqabench.metrics import srcc
 
     main = distributed.is_main()
     spec = head_spec(cfg.head)
-    recipe, recipe_source = resolve_recipe(cfg, spec, runtime)
+    recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
     # resolve weights and datasets before any training, so mistakes surface in seconds
-    state, weights_source = resolve_state_dict(cfg.weights, cfg.backbone)
-    build_model(cfg, spec, recipe, state)  # also checks the weights fit the backbone
+    weights = resolve_weights(cfg.weights, cfg.backbone)
+    build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
     root = cfg.data_root or None
     opts = lambda name: {"skip_bad": cfg.skip_bad, **cfg.dataset_options.get(name, {})}  # noqa: E731
@@ -227,17 +245,17 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
     split_list = make_splits(train_table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
                              val_frac=cfg.val_frac, official=cfg.official_split)
 
-    if run_path is None and main:
-        label = f"{cfg.head}-{cfg.weights if '/' not in cfg.weights else Path(cfg.weights).stem}-{cfg.backbone}"
-        run_path = Path(run_dir) if run_dir else results.new_run_dir("eval", label)
-        io.ensure_dir(run_path, "run folder")
-        io.write_text(run_path / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    run_path = distributed.broadcast(run_path)
+    if folder is None and main:
+        label = f"{cfg.head}-{weights.label}-{cfg.backbone}"
+        folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
+        folder.write_config(dataclasses.asdict(cfg))
+    folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
     manifest = {
-        "kind": "eval", "head": cfg.head, "weights": cfg.weights, "weights_source": weights_source,
+        "kind": "eval", "head": cfg.head, **weights.describe(),
         "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
         "splits": cfg.splits, "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
         "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
+        "recipe_preset": recipe_preset,
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [train_table, *test_tables.values()]},
@@ -245,25 +263,24 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
     }
     if main:
-        results.write_manifest(run_path, **manifest)
+        folder.write_manifest(**manifest)
 
     workers = default_workers() if cfg.workers < 0 else cfg.workers
     caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
     cache = caches[train_name]
-    done = set(results.completed_splits(run_path))
+    done = set(folder.completed_splits())
     with sigterm_as_interrupt():
         try:
             for k, split in enumerate(split_list):
-                split_dir = run_path / "splits" / str(k)
                 if str(k) in done:
                     log.info("split %d already finished, skipping", k)
-                    (split_dir / "checkpoint.pt").unlink(missing_ok=True)  # if stopped before its cleanup
+                    folder.remove_checkpoint(k)  # if stopped before its cleanup
                     continue
                 if main:
-                    io.ensure_dir(split_dir, "split folder")
+                    folder.ensure_split(k)
                 seed = cfg.seed + k
                 torch.manual_seed(seed)
-                model = build_model(cfg, spec, recipe, state)
+                model = build_model(cfg, spec, recipe, weights)
                 train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                         train=True, seed=seed, cache=cache, hflip=recipe.hflip,
                                         vflip=recipe.vflip)
@@ -276,8 +293,8 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                         return srcc(pred, _mos)
 
                 result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
-                                    checkpoint=split_dir / "checkpoint.pt", workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{cfg.splits}")
+                                    checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
+                                    desc=f"split {k + 1}/{cfg.splits}", nan_policy=cfg.nan_policy)
                 if not main:  # rank 0 scores the test sets and writes the split
                     distributed.barrier()
                     continue
@@ -293,51 +310,44 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, run_path: Path | None, run_dir:
                     p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm)
                     preds += p
                     rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch)
-                io.write_text(split_dir / "history.csv", history.to_csv(index=False))
-                results.write_predictions(run_path, pd.DataFrame(preds), split=k)
+                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
+                                                              **result.skipped)
+                folder.write_history(history, split=k)
+                folder.write_predictions(pd.DataFrame(preds), split=k)
                 if k == 0 and cfg.save_model:
-                    _save_model(model, run_path / "model.safetensors")
-                results.write_metrics(run_path, pd.DataFrame(rows), split=k)  # last: marks the split done
-                (split_dir / "checkpoint.pt").unlink(missing_ok=True)
+                    folder.save_model(model.state_dict())
+                folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
+                folder.remove_checkpoint(k)
                 distributed.barrier()
         except KeyboardInterrupt:
             if main:
-                results.write_manifest(run_path, **{**manifest, "status": "interrupted",
-                                                    "wall_seconds": time.time() - started})
+                folder.write_manifest(**{**manifest, "status": "interrupted", "wall_seconds": time.time() - started})
             raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
-                            f"{run_path}") from None
+                            f"{folder.path}") from None
         except Exception as exc:  # a diverging loss, a full disk, a plugin's bug: say so in the manifest
             error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(BiqaError):  # the disk may be what failed
                 if main:
-                    results.write_manifest(run_path, **{**manifest, "status": "failed", "error": error,
-                                                        "wall_seconds": time.time() - started})
+                    folder.write_manifest(**{**manifest, "status": "failed", "error": error,
+                                             "wall_seconds": time.time() - started})
             raise
     if main:
-        finalize_run(run_path, manifest, started)
+        finalize_run(folder, manifest, started)
     distributed.barrier()
-    return run_path
+    return folder
 
 
-def _save_model(model: IQAHead, path: Path) -> None:
-    io.save_safetensors(model.state_dict(), path)
-
-
-def finalize_run(run_path: Path, manifest: dict, started: float) -> None:
+def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     """Write the merged history, the summary, the plots and the final manifest."""
-    from biqabench import plots, results
-
-    parts = sorted((run_path / "splits").glob("*/history.csv"), key=lambda p: int(p.parent.name))
-    history = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
-    io.write_text(run_path / "history.csv", history.to_csv(index=False))
+    history = folder.merge_history()
     # rebuild the merged tables from the per-split files (the source of truth): an interrupt
     # between writing a split's file and the merged one must not leave a stale merged table
-    metrics = results.read_metrics(run_path)
-    results.write_metrics(run_path, metrics)
-    predictions = results.read_predictions(run_path)
-    results.write_predictions(run_path, predictions)
-    results.write_summary(run_path, metrics, manifest)
-    plots.scatter_plot(predictions, run_path)
-    plots.training_curves(history, run_path / "training_curves.png")
-    results.write_manifest(run_path, **{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    metrics = folder.read_metrics()
+    folder.write_metrics(metrics)
+    predictions = folder.read_predictions()
+    folder.write_predictions(predictions)
+    folder.write_summary(metrics, manifest)
+    folder.write_plots(predictions, history)
+    skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
+               if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
+    folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})

@@ -19,9 +19,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -80,8 +81,7 @@ class WeightsStore:
              config: dict | None = None, extra: dict | None = None) -> WeightsRecord:
         now = _dt.datetime.now(_dt.timezone.utc)
         stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-        folder = self.root / producer / backbone
-        path = folder / f"{stamp}.safetensors"
+        path = self._claim(self.root / producer / backbone.replace("/", "--"), stamp)  # timm/resnet50 -> one folder
         io.save_safetensors(dict(state_dict), path, metadata={"producer": producer, "backbone": backbone})
         digest = io.sha256_file(path)
         manifest = {
@@ -90,6 +90,24 @@ class WeightsStore:
         }
         io.write_json(path.with_suffix(".json"), manifest)
         return WeightsRecord(producer, backbone, path, manifest["created"], digest, config or {}, extra or {})
+
+    @staticmethod
+    def _claim(folder: Path, stamp: str) -> Path:
+        """A file name no other run uses: two runs saving in the same microsecond (two jobs on one
+        store) must never overwrite each other.  The name is taken with O_EXCL; the empty file is
+        replaced atomically by the weights, and listed only once its manifest exists (written last),
+        so ``weights list`` never shows a half-written file."""
+        for n in range(1000):
+            path = folder / f"{stamp}{f'-{n}' if n else ''}.safetensors"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise BiqaError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
+        raise BiqaError(f"could not find a free weights file name in {folder} after 1000 tries")
 
     def records(self, producer: str | None = None, backbone: str | None = None) -> list[WeightsRecord]:
         if not self.root.is_dir():
@@ -149,7 +167,16 @@ def _peek(obj) -> str:
 
 def remap_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
                      source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Match checkpoint keys to ``model``'s, stripping wrapper prefixes; return (state, dropped)."""
+    """Match checkpoint keys to ``model``'s, stripping wrapper prefixes; return (state, dropped).
+
+    A backbone's ``adapt_state_dict`` (e.g. a timm backbone taking timm / Hugging Face
+    checkpoints as they are) translates the keys first.  Tensors the model does not hold (a MoCo
+    queue, a projection head, a classifier) are dropped; a missing or wrongly shaped tensor is a
+    :class:`BiqaError` (see :func:`check_fit`).
+    """
+    adapt = getattr(model, "adapt_state_dict", None)
+    if callable(adapt):
+        state = adapt(dict(state))
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
@@ -166,33 +193,98 @@ def remap_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module,
             out[k] = value
         else:
             dropped.append(key)
-    required = [k for k in target if not k.endswith("num_batches_tracked")]
-    missing = [k for k in required if k not in out]
-    bad_shape = [f"{k} {tuple(out[k].shape)} vs {tuple(target[k].shape)}"
-                 for k in out if out[k].shape != target[k].shape]
     name = getattr(model, "name", type(model).__name__)
-    if missing or bad_shape:
-        matched = len(required) - len(missing) - len(bad_shape)
-        detail = []
-        if missing:
-            detail.append(f"missing e.g. {', '.join(missing[:3])}")
-        if bad_shape:
-            detail.append(f"wrong shape e.g. {'; '.join(bad_shape[:2])}")
-        if dropped:
-            detail.append(f"unused e.g. {', '.join(dropped[:3])}")
-        raise BiqaError(
-            f"{source} does not fit backbone {name!r}: {matched} of {len(required)} tensors matched "
-            f"({'; '.join(detail)}). Was it made for another backbone?"
-        )
+    check_fit(out, target, source=source, subject=f"backbone {name!r}", unused=dropped,
+              hint="Was it made for another backbone?")
+    return _with_optional(out, target), dropped
+
+
+def _with_optional(mapped: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k in target:  # num_batches_tracked is optional in many checkpoints
-        out.setdefault(k, target[k])
-    return out, dropped
+        mapped.setdefault(k, target[k])
+    return mapped
+
+
+def check_fit(mapped: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *, source: str, subject: str,
+              unused: Sequence[str] = (), unused_is_error: bool = False, hint: str = "") -> None:
+    """The one fit report: raise a :class:`BiqaError` unless ``mapped`` fills ``target``.
+
+    Missing tensors (BatchNorm's ``num_batches_tracked`` is optional), tensors of another shape
+    and, when ``unused_is_error``, tensors the model does not hold are named with examples, so a
+    checkpoint never half-loads.  Used for backbones (:func:`remap_state_dict`) and for whole
+    heads (:func:`biqabench.heads.load_foreign_state_dict`).
+    """
+    required = [k for k in target if not k.endswith("num_batches_tracked")]
+    missing = [k for k in required if k not in mapped]
+    bad_shape = [f"{k} {tuple(v.shape)} vs ours {tuple(target[k].shape)}"
+                 for k, v in mapped.items() if k in target and v.shape != target[k].shape]
+    if not (missing or bad_shape or (unused_is_error and unused)):
+        return
+    matched = len(required) - len(missing) - len(bad_shape)
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} missing e.g. {', '.join(missing[:3])}")
+    if bad_shape:
+        detail.append(f"{len(bad_shape)} of another shape e.g. {'; '.join(bad_shape[:2])}")
+    if unused:
+        detail.append(f"{len(unused)} {'unexpected' if unused_is_error else 'unused'} e.g. {', '.join(unused[:3])}")
+    raise BiqaError(f"{source} does not fit {subject}: {matched} of {len(required)} tensors matched "
+                    f"({'; '.join(detail)}). {hint}".rstrip())
+
+
+def load_checked(model: nn.Module, mapped: dict[str, torch.Tensor], *, source: str, subject: str,
+                 unused: Sequence[str] = (), unused_is_error: bool = False, hint: str = "") -> LoadReport:
+    """:func:`check_fit`, then load ``mapped`` into ``model`` strictly; returns the report."""
+    target = model.state_dict()
+    check_fit(mapped, target, source=source, subject=subject, unused=unused, unused_is_error=unused_is_error,
+              hint=hint)
+    loaded = len(mapped)
+    model.load_state_dict(_with_optional(dict(mapped), target), strict=True)
+    return LoadReport(source, loaded, list(unused))
 
 
 # -- resolution --------------------------------------------------------------------------------
 
-def _looks_like_path(spec: str) -> bool:
+def is_checkpoint_path(spec: str) -> bool:
+    """Whether a ``--weights`` value names a file (rather than random, imagenet or a pretrainer)."""
     return "/" in spec or "\\" in spec or spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).is_file()
+
+
+def weights_label(spec: str) -> str:
+    """The short name of a ``--weights`` value for run ids, job keys and tables: the name itself,
+    or a checkpoint file's stem."""
+    spec = str(spec).strip() or "random"
+    return Path(spec).stem if is_checkpoint_path(spec) else spec
+
+
+@dataclass
+class ResolvedWeights:
+    """A ``--weights`` value resolved for one backbone: the tensors and where they came from."""
+
+    spec: str                       # as given: random, imagenet, qpt, a path
+    backbone: str
+    state: dict[str, torch.Tensor] | None  # None: keep the backbone's random initialisation
+    source: str                     # human-readable origin, e.g. "qpt (/store/qpt/resnet50/....safetensors)"
+    sha256: str | None = None       # of the file read (None for random)
+
+    @property
+    def label(self) -> str:
+        return weights_label(self.spec)
+
+    def load_into(self, model: nn.Module) -> LoadReport:
+        """Load into a backbone in place (wrapper prefixes stripped, extra tensors dropped)."""
+        if self.state is None:
+            return LoadReport("random", 0)
+        mapped, dropped = remap_state_dict(self.state, model, self.source)
+        model.load_state_dict(mapped, strict=True)
+        if dropped:
+            log.info("weights %s: dropped %d tensors not in the backbone (e.g. %s)", self.source, len(dropped),
+                     ", ".join(dropped[:3]))
+        return LoadReport(self.source, len(mapped), dropped)
+
+    def describe(self) -> dict:
+        """What a manifest records about the weights."""
+        return {"weights": self.spec, "weights_source": self.source, "weights_sha256": self.sha256}
 
 
 def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:
@@ -208,7 +300,17 @@ def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:
     return w.url, Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str]:
+def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str, Path]:
+    from biqabench.plugins import registry
+    from biqabench.registry import UnknownComponentError
+
+    try:
+        own = registry("backbones").entry(backbone_name).meta.get("imagenet") if backbone_name else None
+    except UnknownComponentError:
+        own = None
+    if own is not None:  # the backbone's plugin knows its ImageNet weights (e.g. timm's pretrained cfg)
+        path = Path(own())
+        return read_state_dict(path), f"imagenet ({path})", path
     url, cached = imagenet_checkpoint(backbone_name)
     if not cached.is_file():
         try:
@@ -218,54 +320,62 @@ def _imagenet_state(backbone_name: str) -> tuple[dict[str, torch.Tensor], str]:
                 f"--weights imagenet: could not download {url} ({type(exc).__name__}); "
                 f"offline, place that file at {cached}"
             ) from None
-    return read_state_dict(cached), f"imagenet ({cached})"
+    return read_state_dict(cached), f"imagenet ({cached})", cached
+
+
+def resolve_weights(spec: str, backbone: str | nn.Module, store: WeightsStore | None = None) -> ResolvedWeights:
+    """The one route from a ``--weights`` value to tensors for ``backbone`` (a name or a module).
+
+    Mistakes (an unknown name, no weights of a pretrainer for this backbone, an unreadable file)
+    are one-line errors naming the fix; whether the tensors fit is checked by
+    :meth:`ResolvedWeights.load_into`.
+    """
+    backbone_name = backbone if isinstance(backbone, str) else getattr(backbone, "name", "")
+    spec = str(spec).strip()
+    if spec in ("", "random", "none", "scratch"):
+        return ResolvedWeights(spec or "random", backbone_name, None, "random")
+    if spec == "imagenet":
+        state, source, file = _imagenet_state(backbone_name)
+        return ResolvedWeights(spec, backbone_name, state, source, io.sha256_file(file))
+    if is_checkpoint_path(spec):
+        return ResolvedWeights(spec, backbone_name, read_state_dict(spec), spec, io.sha256_file(spec))
+    store = store or WeightsStore()
+    rec = store.latest(spec, backbone_name)
+    if rec is None:
+        _no_such_weights(spec, backbone_name, store)
+    return ResolvedWeights(spec, backbone_name, read_state_dict(rec.file), f"{spec} ({rec.file})", rec.sha256)
+
+
+def _no_such_weights(spec: str, backbone_name: str, store: WeightsStore) -> None:
+    from biqabench.plugins import registry
+
+    pretrainers = registry("pretrainers").names()
+    others = sorted({r.backbone for r in store.records(spec)})
+    if spec in pretrainers or others:
+        have = f" (it has {spec} weights for: {', '.join(others)})" if others else ""
+        raise BiqaError(
+            f"no {spec!r} weights for backbone {backbone_name!r} in {store.root}{have}; "
+            f"make them with: biqabench pretrain {spec} --backbone {backbone_name}"
+        )
+    from biqabench.registry import unknown_name_message
+
+    raise BiqaError(
+        unknown_name_message("weights", spec, list(BUILTIN_NAMES) + pretrainers)
+        + "; or give a path to a .safetensors/.pth file" + registry("pretrainers").missing_hint
+    )
 
 
 def resolve_state_dict(spec: str, backbone_name: str,
                        store: WeightsStore | None = None) -> tuple[dict[str, torch.Tensor] | None, str]:
     """``--weights`` value -> (state_dict or None for random, human-readable source)."""
-    spec = str(spec).strip()
-    if spec in ("", "random", "none", "scratch"):
-        return None, "random"
-    if spec == "imagenet":
-        return _imagenet_state(backbone_name)
-    if _looks_like_path(spec):
-        return read_state_dict(spec), str(spec)
-    store = store or WeightsStore()
-    rec = store.latest(spec, backbone_name)
-    if rec is None:
-        from biqabench.plugins import registry
-
-        pretrainers = registry("pretrainers").names()
-        others = sorted({r.backbone for r in store.records(spec)})
-        if spec in pretrainers or others:
-            have = f" (it has {spec} weights for: {', '.join(others)})" if others else ""
-            raise BiqaError(
-                f"no {spec!r} weights for backbone {backbone_name!r} in {store.root}{have}; "
-                f"make them with: biqabench pretrain {spec} --backbone {backbone_name}"
-            )
-        from biqabench.registry import unknown_name_message
-
-        raise BiqaError(
-            unknown_name_message("weights", spec, list(BUILTIN_NAMES) + pretrainers)
-            + "; or give a path to a .safetensors/.pth file" + registry("pretrainers").missing_hint
-        )
-    return read_state_dict(rec.file), f"{spec} ({rec.file})"
+    resolved = resolve_weights(spec, backbone_name, store)
+    return resolved.state, resolved.source
 
 
 def load_weights(model: nn.Module, spec: str, backbone_name: str | None = None,
                  store: WeightsStore | None = None) -> LoadReport:
     """Resolve ``spec`` and load it into ``model`` (a backbone) in place."""
-    backbone_name = backbone_name or getattr(model, "name", "")
-    state, source = resolve_state_dict(spec, backbone_name, store)
-    if state is None:
-        return LoadReport("random", 0)
-    mapped, dropped = remap_state_dict(state, model, source)
-    model.load_state_dict(mapped, strict=True)
-    if dropped:
-        log.info("weights %s: dropped %d tensors not in the backbone (e.g. %s)", source, len(dropped),
-                 ", ".join(dropped[:3]))
-    return LoadReport(source, len(mapped), dropped)
+    return resolve_weights(spec, backbone_name or getattr(model, "name", ""), store).load_into(model)
 
 
 def describe_store(store: WeightsStore | None = None) -> list[dict]:

@@ -79,3 +79,16 @@ def invoke_cli(capsys, *args, one_line: bool = True) -> tuple[int, str, str]:
         assert lines and lines[-1].startswith("error: "), err
         assert not one_line or len(lines) == 1, err
     return code, out, lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="session")
+def tiny_model_run(tmp_path_factory):
+    """A finished one-split eval run of the linear head on the tiny backbone (seconds of training),
+    for the tests of load_model / score / export / test."""
+    from biqabench.runner import EvalConfig, evaluate
+
+    recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
+    cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=1, recipe="cpu",
+                     recipe_overrides=recipe, device="cpu", precision="fp32", workers=0)
+    run_dir = tmp_path_factory.mktemp("model_results") / "runs" / "20260101-000000-eval-linear-tiny-ab12"
+    return evaluate(cfg, run_dir=run_dir, progress=False)

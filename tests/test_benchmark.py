@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from biqabench.backbones import create_backbone
-from biqabench.benchmark import load_matrix, plan, run_matrix
+from biqabench.matrix import load_matrix, plan, run_matrix
 from biqabench.cli import app
 from biqabench.errors import BiqaError
 from biqabench.weights import WeightsStore

@@ -153,6 +153,8 @@ def test_memory_benchmark_in_fresh_processes():
     r = bench_memory.measure_scoring(5, 10, progress=False)
     _sane(r)
     assert r.extra["large"]["images"] == 10
+    r = bench_memory.measure_qpt_steps(2, 4, n_images=8, progress=False)
+    _sane(r)
 
 
 def test_scoring_folds_batchnorm_exactly_and_leaves_the_model_alone():

@@ -3,18 +3,16 @@ shape (B,), gradients everywhere, deterministic eval, recipes as overridable dat
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from biqabench.backbones import ResNetBackbone, TinyBackbone
-from biqabench.config import load_yaml, override
+from biqabench.config import override
 from biqabench.errors import BiqaError
 from biqabench.heads import create_head, head_spec
 
 HEADS = ("hyperiqa", "tres", "linear")
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "heads"
+
 
 
 def _batch(n: int = 2, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +122,7 @@ def test_param_groups_follow_the_recipe():
 @pytest.mark.parametrize("name", HEADS)
 @pytest.mark.parametrize("scale", ["paper", "cpu"])
 def test_yaml_recipes_map_onto_the_head_recipe(name, scale):
-    path = CONFIGS / f"{name}_{scale}.yaml"
-    recipe = override(head_spec(name).recipe, load_yaml(path), where=str(path))
+    recipe = head_spec(name).preset(scale)  # shipped inside the head's plugin package
     head = head_spec(name).build(TinyBackbone(), recipe)  # options validated by the head
     if scale == "paper":
         assert recipe == override(head_spec(name).recipe, {"options": recipe.options})  # = built-in

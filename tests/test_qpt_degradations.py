@@ -17,7 +17,7 @@ from biqabench_plugins.qpt.degradations import (
     StageConfig, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize, blur_kernel, degrade_batch,
     load_degradation_config, op, realesrgan_config, sample_pair, sample_recipe, space_size,
 )
-from biqabench_plugins.qpt.reference import degrade_loop
+from qpt_reference import degrade_loop
 
 
 def textured(n: int = 1, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -279,7 +279,7 @@ def _small_cfg(shuffle: float, skip: float, orders=(1.0,)) -> DegradationConfig:
         jpeg=JpegConfig(quality=[50.0, 60.0, 10.0]),
     )
     return DegradationConfig(stage1=stage, stage2=stage, order_probs=list(orders), shuffle_prob=shuffle,
-                             skip_prob=skip, final=FinalConfig(sinc_prob=0.0, jpeg_prob=0.0))
+                             skip_prob=skip, final=FinalConfig(sinc_prob=0.0, jpeg_prob=0.0, resize_modes=["bilinear"]))
 
 
 @pytest.mark.parametrize("shuffle, skip, orders, expected", [
@@ -298,7 +298,8 @@ def test_space_size_by_hand(shuffle, skip, orders, expected):
 ])
 def test_space_size_equals_what_the_sampler_draws(shuffle, skip, orders, sinc, expected):
     cfg = dataclasses.replace(_small_cfg(shuffle, skip, orders),
-                              final=FinalConfig(sinc_prob=sinc, sinc_kernel_sizes=[7], sinc_cutoff=[0.5], jpeg_prob=0.0))
+                              final=FinalConfig(sinc_prob=sinc, sinc_kernel_sizes=[7], sinc_cutoff=[0.5], jpeg_prob=0.0,
+                                                                resize_modes=["bilinear"]))
     rng = np.random.default_rng(0)
     seen = {tuple((o.name, o.params, o.stage) for o in sample_recipe(cfg, rng).ops) for _ in range(4000)}
     assert space_size(cfg) == expected == len(seen)

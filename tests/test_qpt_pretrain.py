@@ -101,8 +101,13 @@ def test_views_hold_query_positive_and_degradation_negatives():
     assert batch.key_deg.shape == (3, 4, 3, 16, 16)
     for per_image in recipes:  # d1, d2, d3 of one image are three different degradations
         assert len({r.key() for r in per_image}) == 3
+    assert batch.query.dtype == torch.uint8  # patches travel as uint8 ...
+    from biqabench.device import get_runtime
+
+    dev = batch.to(get_runtime("cpu", "fp32"))  # ... and are normalised on the training device
+    assert dev.query.dtype == torch.float32 and dev.key_deg.shape == batch.key_deg.shape
     # normalised with the ImageNet statistics: pixel 0..1 maps to about -2.1..2.6
-    assert -2.2 < float(batch.query.min()) and float(batch.query.max()) < 2.7
+    assert -2.2 < float(dev.query.min()) and float(dev.query.max()) < 2.7
 
 
 # -- configs ------------------------------------------------------------------------------------------

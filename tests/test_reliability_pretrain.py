@@ -138,12 +138,17 @@ def test_unwritable_weights_store_loses_nothing(tmp_path, capsys, monkeypatch, q
     assert len(json.loads((run / "losses.json").read_text())["losses"]) == 2  # no step was run again
 
 
+def state_step(run: Path) -> int:
+    return int(bio.load_torch(run / "checkpoint.pt")["step"])
+
+
 def test_diverging_loss_stops_and_keeps_the_last_checkpoint(tmp_path, capsys, qpt_cfg):
     qpt_cfg.write_text(yaml.safe_dump({**QPT_TINY, "optim": {"lr": 1e30, "warmup_steps": 0}}))
     run = tmp_path / "run"
     code, _, line = cli(capsys, *pretrain_args(qpt_cfg, run))
     assert code == 2
-    assert "QPT loss became nan at step" in line and "lower optim.lr or use --precision fp32" in line
+    assert "QPT: loss became nan at step" in line and "lower optim.lr or use --precision fp32" in line
+    assert f"the last good checkpoint (step {state_step(run)}) is kept at {run / 'checkpoint.pt'}" in line
     state = bio.load_torch(run / "checkpoint.pt")  # the last finished step's state is on disk
     assert state["step"] >= 1 and all(np.isfinite(state["losses"]))
 
@@ -160,7 +165,8 @@ def test_resume_mistakes(tmp_path, capsys, qpt_cfg):
     (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:1000])
     qpt_cfg.write_text(yaml.safe_dump(QPT_TINY))
     code, _, line = cli(capsys, *pretrain_args(qpt_cfg, run, "--resume"))
-    assert code == 2 and f"cannot read checkpoint {run / 'checkpoint.pt'}" in line
+    assert code == 2 and line.startswith(f"error: --resume: no usable checkpoint: {run / 'checkpoint.pt'} is damaged (")
+    assert line.endswith("; drop --resume to start over")
 
 
 def test_unusable_data_folders(tmp_path, capsys, qpt_cfg):

@@ -332,7 +332,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, nan
     code, line = cli(capsys, "eval", "--config", cfg, "--run-dir", run, *FAST)
     ckpt = run / "splits/0/checkpoint.pt"
     assert code == 2
-    assert line == (f"error: split 1/1: loss became nan at epoch 2; lower the learning rate (recipe lr=0.001) "
+    assert line == (f"error: split 1/1: loss became nan at epoch 2, step 1; lower the learning rate (recipe lr=0.001) "
                     f"or use --precision fp32; the last good checkpoint (epoch 1) is kept at {ckpt}")
     state = bio.load_torch(ckpt)
     assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values())

@@ -10,6 +10,7 @@ import dataclasses
 import io as _io
 import json
 import math
+import secrets
 import threading
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_new_run_dir_is_collision_safe_across_threads(tmp_path):
 
 def test_new_run_dir_retries_a_taken_name(tmp_path, monkeypatch):
     suffixes = iter(["aaaa", "aaaa", "aaaa", "bbbb"])
-    monkeypatch.setattr(R.secrets, "token_hex", lambda n: next(suffixes))
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(suffixes))
     first = R.new_run_dir("eval", "x", tmp_path)
     second = R.new_run_dir("eval", "x", tmp_path)
     assert first.name.endswith("-aaaa") and second.name.endswith("-bbbb")

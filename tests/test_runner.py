@@ -32,8 +32,10 @@ def finished_run(tmp_path_factory):
 def test_run_folder_has_every_artifact(finished_run):
     names = {p.name for p in finished_run.iterdir()}
     for f in ("config.yaml", "manifest.json", "predictions.csv", "metrics.csv", "summary.md", "history.csv",
-              "training_curves.png", "scatter-demo-a.png", "scatter-demo-b.png", "model.safetensors"):
+              "plots", "model.safetensors"):
         assert f in names, f
+    plots = {p.name for p in (finished_run / "plots").iterdir()}
+    assert {"training_curves.png", "scatter-demo-a.png", "scatter-demo-b.png"} <= plots
     manifest = json.loads((finished_run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["seeds"] == [0, 1]
     assert manifest["precision"] == "fp32" and manifest["device"] == "cpu"

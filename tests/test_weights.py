@@ -124,3 +124,36 @@ def test_imagenet_uses_the_torch_hub_cache_file(tmp_path, monkeypatch):
     torch.save(full, cached)
     model = create_backbone("resnet18", weights="imagenet")
     assert _equal(model.state_dict(), state)
+
+
+def test_resolve_weights_is_one_route_with_label_source_and_digest(tmp_path):
+    from biqabench import io
+    from biqabench.weights import resolve_weights
+
+    torch.manual_seed(3)
+    state = create_backbone("tiny").state_dict()
+    path = tmp_path / "my-qpt.safetensors"
+    io.save_safetensors({f"module.encoder_q.{k}": v for k, v in state.items()}, path)
+    resolved = resolve_weights(str(path), "tiny")
+    assert resolved.label == "my-qpt" and resolved.source == str(path)
+    assert resolved.sha256 == io.sha256_file(path)
+    model = create_backbone("tiny")
+    report = resolved.load_into(model)
+    assert _equal(model.state_dict(), state) and report.loaded == len(state)
+    assert resolved.describe()["weights_sha256"] == resolved.sha256
+    random = resolve_weights("random", create_backbone("tiny"))
+    assert random.state is None and random.label == "random" and random.sha256 is None
+    assert random.load_into(model).loaded == 0
+    # the same fit report for a backbone that does not match
+    with pytest.raises(BiqaError, match="does not fit backbone 'tiny': 0 of"):
+        resolve_weights(str(path), "tiny").load_into(create_backbone("tiny", width=4))
+
+
+def test_create_backbone_weights_take_the_same_route(tmp_path):
+    from biqabench import io
+
+    torch.manual_seed(4)
+    state = create_backbone("tiny").state_dict()
+    path = tmp_path / "w.safetensors"
+    io.save_safetensors(state, path)
+    assert _equal(create_backbone("tiny", weights=str(path)).state_dict(), state)

@@ -120,13 +120,17 @@ class ImageCache:
             if disk.is_file():
                 try:
                     arr = np.load(disk, allow_pickle=False)
-                except (OSError, ValueError):
-                    arr = None  # a damaged cache entry is rebuilt, never trusted
-                if arr is not None and arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[0] == 3:
+                    problem = None if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[0] == 3 else \
+                        f"holds a {arr.dtype} array of shape {arr.shape}"
+                except (OSError, ValueError, EOFError) as exc:
+                    problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if problem is None:
                     arr.setflags(write=False)
                     self._remember(key, arr)
                     self.hits += 1
                     return arr
+                # never trusted; the decode below overwrites it, so this is said once per entry
+                log.warning("decoded-image cache entry %s is damaged (%s); rebuilt from %s", disk, problem, path)
         arr = decode_array(path, self.resize)
         arr.setflags(write=False)
         self.decodes += 1

@@ -158,23 +158,58 @@ def read_image(path: str | os.PathLike, resize: int = 0) -> Image.Image:
             raise BiqaError(f"image {path} cannot be decoded: {exc} (truncated or corrupt file)") from None
         except Image.DecompressionBombError as exc:  # some formats only know their size after load
             raise BiqaError(f"image {path} is too large to decode safely ({exc})") from None
-        try:
-            im = ImageOps.exif_transpose(im)
-        except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
-            pass
-        out = _to_rgb(im)
-        if resize:
-            w, h = out.size
-            scale = resize / min(w, h)
-            if abs(scale - 1.0) > 1e-9:
-                out = out.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                 Image.Resampling.BICUBIC)
-        return out
+        return pil_to_rgb(im, resize)
     finally:
         src.close()
+
+
+def pil_to_rgb(im: Image.Image, resize: int = 0) -> Image.Image:
+    """A loaded PIL image (any mode, any EXIF orientation) as 8-bit RGB, its shorter side scaled to
+    ``resize`` when > 0: what :func:`read_image` does after decoding, for images given in memory."""
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make a good image unreadable
+        pass
+    out = _to_rgb(im)
+    if resize:
+        w, h = out.size
+        scale = resize / min(w, h)
+        if abs(scale - 1.0) > 1e-9:
+            out = out.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                             Image.Resampling.BICUBIC)
+    return out
 
 
 def decode_array(path: str | os.PathLike, resize: int = 0) -> np.ndarray:
     """The image as a contiguous uint8 array of shape (3, H, W) (channels first, as torch wants)."""
     arr = np.asarray(read_image(path, resize), dtype=np.uint8)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def array_to_chw(x, what: str = "image") -> np.ndarray:
+    """An in-memory image as uint8 (3, H, W): numpy or torch, (H, W), (H, W, C) or (C, H, W) with C
+    in 1, 3, 4 (alpha dropped, grey repeated); uint8 as is, floats read as 0..1 (pyiqa's and
+    torchvision's convention) and rounded to 8 bits, as decoded files are."""
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3 and arr.shape[0] not in (1, 3, 4) and arr.shape[-1] in (1, 3, 4):
+        arr = arr.transpose(2, 0, 1)  # channels last (PIL / numpy convention)
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3, 4) or 0 in arr.shape:
+        raise BiqaError(f"{what}: expected an image of shape (H, W), (H, W, 3) or (3, H, W) "
+                        f"(or a batch (N, 3, H, W)), got shape {tuple(arr.shape)}")
+    arr = arr[:3] if arr.shape[0] == 4 else (np.repeat(arr, 3, axis=0) if arr.shape[0] == 1 else arr)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise BiqaError(f"{what}: expected uint8 or float pixels, got dtype {arr.dtype}")
+    floating = np.issubdtype(arr.dtype, np.floating)
+    sixteen = arr.dtype == np.uint16
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise BiqaError(f"{what}: contains NaN or infinite pixels")
+    if sixteen:
+        arr = arr / 257.0  # 16-bit pixels, as 16-bit PNGs are read
+    elif floating and float(arr.max()) <= 1.0 + 1e-6:
+        arr = arr * 255.0  # floats in 0..1
+    return np.ascontiguousarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))

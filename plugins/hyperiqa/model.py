@@ -37,7 +37,7 @@ from torch import nn
 from biqabench.backbones import Backbone
 from biqabench.config import override
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe
 
 LDA_GRIDS = (8, 4, 2)          # pooled grid of the LDA modules on stages 1-3 (224 px: 56/7, 28/7, 14/7)
 LDA_CHANNELS = (16, 32, 64)    # 1x1-conv widths of the LDA modules on stages 1-3 (the paper's)
@@ -45,7 +45,7 @@ LDA_CHANNELS = (16, 32, 64)    # 1x1-conv widths of the LDA modules on stages 1-
 
 @dataclass
 class HyperIQAOptions:
-    """Architecture settings (``Recipe.options`` keys); defaults are the paper's."""
+    """Architecture settings (``TrainRecipe.options`` keys); defaults are the paper's."""
 
     lda_out_channels: int = 16       # LDA output per stage 1-3
     hyper_in_channels: int = 112     # channels of the hyper network's input map
@@ -54,7 +54,7 @@ class HyperIQAOptions:
     feature_size: int = 7            # side of the map the weight-generating convs run on
 
 
-def parse_options(recipe: Recipe) -> HyperIQAOptions:
+def parse_options(recipe: TrainRecipe) -> HyperIQAOptions:
     opts = override(HyperIQAOptions(), recipe.options, where="hyperiqa recipe options")
     if len(opts.target_fc) != 4:
         raise BiqaError(f"hyperiqa recipe options: target_fc needs 4 widths, got {list(opts.target_fc)}")
@@ -78,10 +78,9 @@ def _pooled_linear(c_in: int, c_out: int) -> nn.Sequential:
 class HyperIQAHead(IQAHead):
     """Hyper network + content-adaptive target network on a multi-scale backbone."""
 
-    def __init__(self, backbone: Backbone, recipe: Recipe | None = None):
-        super().__init__(backbone)
-        recipe = recipe or Recipe()
-        self.loss_name = _check_loss(recipe.loss)
+    def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
+        recipe = recipe or TrainRecipe()
+        super().__init__(backbone, recipe)  # the loss (l1, the paper's, or mse) is the base class's
         o = parse_options(recipe)
         self.options = o
         chans = tuple(backbone.channels)
@@ -158,15 +157,3 @@ class HyperIQAHead(IQAHead):
 
     def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.score(feats)
-
-    def criterion(self, pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        if self.loss_name == "mse":
-            return F.mse_loss(pred.float(), mos.float())
-        return F.l1_loss(pred.float(), mos.float())
-
-
-def _check_loss(name: str) -> str:
-    name = name.strip().lower()
-    if name not in ("l1", "mse"):
-        raise BiqaError(f"hyperiqa recipe: loss {name!r} is not supported; use l1 (the paper's) or mse")
-    return name

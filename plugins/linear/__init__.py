@@ -3,23 +3,21 @@
 This is the plain fine-tuning baseline of the QPT paper (Zhao et al., CVPR 2023): it shows what
 the backbone's features are worth without a quality-specific head.  With
 ``freeze_backbone: true`` in the recipe it becomes a linear probe (only the FC layer learns;
-the frozen backbone stays in eval mode).  Recipe defaults follow the HyperIQA protocol the QPT
+the frozen backbone stays in eval mode).  TrainRecipe defaults follow the HyperIQA protocol the QPT
 paper fine-tunes with (224 px, 25/25 patches, Adam 2e-5 with 10x on the head, 16 epochs).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from biqabench.errors import BiqaError
-from biqabench.heads import HeadSpec, IQAHead, Recipe
+from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, presets_in
 from biqabench.hookspecs import hookimpl
 
 __all__ = ["RECIPE", "LinearHead", "build"]
 
-RECIPE = Recipe(
+RECIPE = TrainRecipe(
     patch_size=224, train_patches=25, test_patches=25, batch_size=96, epochs=16,
     lr=2e-5, head_lr_mult=10.0, weight_decay=5e-4, optimizer="adam", lr_step=6, lr_gamma=0.1,
     loss="l1", hflip=True,
@@ -29,14 +27,8 @@ RECIPE = Recipe(
 class LinearHead(IQAHead):
     """score = w . GAP(last stage) + b."""
 
-    def __init__(self, backbone, recipe: Recipe | None = None):
-        super().__init__(backbone)
-        recipe = recipe or RECIPE
-        self.loss_name = recipe.loss.strip().lower()
-        if self.loss_name not in ("l1", "mse"):
-            raise BiqaError(f"linear recipe: loss {recipe.loss!r} is not supported; use l1 or mse")
-        if recipe.options:
-            raise BiqaError(f"linear recipe: the linear head takes no options, got {sorted(recipe.options)}")
+    def __init__(self, backbone, recipe: TrainRecipe | None = None):
+        super().__init__(backbone, recipe or RECIPE)  # the loss (l1 | mse) is the base class's
         self.fc = nn.Linear(backbone.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,18 +41,15 @@ class LinearHead(IQAHead):
     def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.fc(feats[-1]).reshape(-1)
 
-    def criterion(self, pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        return (F.mse_loss if self.loss_name == "mse" else F.l1_loss)(pred.float(), mos.reshape(-1).float())
 
-
-def build(backbone, recipe: Recipe) -> LinearHead:
+def build(backbone, recipe: TrainRecipe) -> LinearHead:
     return LinearHead(backbone, recipe)
 
 
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="linear", build=build, recipe=RECIPE,
+        name="linear", build=build, recipe=RECIPE, presets=presets_in(__name__),
         description="GAP + FC on the last stage: the QPT paper's plain fine-tuning baseline "
                     "(freeze_backbone: true makes it a linear probe)",
         reference="Zhao et al., Quality-aware Pre-trained Models for Blind Image Quality Assessment, CVPR 2023",

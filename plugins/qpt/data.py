@@ -8,12 +8,19 @@ is the same image with the same crop whether the run was interrupted or not, whi
 decoded it.  That is what lets ``--resume`` reproduce an uninterrupted run exactly, with no
 sampler state beyond the step counter.
 
-Degradations are *not* applied here: they run batched on the training device
-(:func:`make_views`), where one grouped conv serves the whole batch.
+Whole step batches.  :class:`StepBatches` is indexed by *step*: item t is step t's crops and,
+on CPU, the finished views (recipes drawn, crops degraded, patches cut, as uint8), built in a
+DataLoader worker so that the training process only computes the model.  Recipes, patch
+positions and noise depend only on (seed, step, rank) (:func:`step_generators`), never on
+which worker built the batch or how many there are: 0 or 8 workers give the same batches.  On
+CUDA the workers only decode and crop; :func:`make_views` then degrades on the GPU.  Patches
+travel as uint8 (4x less to copy and pin than float32) and are normalised on the training
+device (:meth:`QPTBatch.to`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import OrderedDict
@@ -28,7 +35,8 @@ from torch.utils.data import Dataset, Sampler
 
 from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
 from biqabench.errors import BiqaError
-from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_distinct, torch_threads
+from biqabench_plugins.qpt.degradations import (DegradationConfig, Recipe, degrade_batch, sample_distinct,
+                                                torch_threads)
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +158,60 @@ def low_priority_worker(worker_id: int) -> None:
 
 @dataclass
 class QPTBatch:
-    """The patches of one step: query and positive from d1(x), ``key_deg`` (B, M, ...) from d2(x)."""
+    """The patches of one step: query and positive from d1(x), ``key_deg`` (B, M, ...) from d2(x).
+
+    As built (workers, :func:`make_views`) the patches are uint8; :meth:`to` moves them to the
+    training device and normalises them there.  ``recipes`` (d1, d2... per image, as dicts) and
+    ``samples`` (the global sample numbers of the crops) are what ``recipes.jsonl`` logs.
+    """
 
     query: torch.Tensor
     key_pos: torch.Tensor
     key_deg: torch.Tensor
+    recipes: list | None = None
+    samples: list | None = None
+    noise_seed: int | None = None
 
     def to(self, runtime) -> "QPTBatch":
         b, m = self.key_deg.shape[:2]
-        return QPTBatch(runtime.to(self.query), runtime.to(self.key_pos),
-                        runtime.to(self.key_deg.flatten(0, 1)).view(b, m, *self.key_deg.shape[2:]))
+        deg = normalise(self.key_deg.flatten(0, 1), runtime.device)
+        return QPTBatch(runtime.to(normalise(self.query, runtime.device)),
+                        runtime.to(normalise(self.key_pos, runtime.device)),
+                        runtime.to(deg).view(b, m, *self.key_deg.shape[2:]), self.recipes, self.samples,
+                        self.noise_seed)
+
+    def pin_memory(self) -> "QPTBatch":
+        return dataclasses.replace(self, query=self.query.pin_memory(), key_pos=self.key_pos.pin_memory(),
+                                   key_deg=self.key_deg.pin_memory())
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
-def _patches(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+def normalise(x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (or 0..1 float) patches -> ImageNet-normalised float32 on ``device``, in two passes."""
+    device = device or x.device
+    x = x.to(device, non_blocking=True)  # uint8 crosses to the device: 4x less than float32
+    scale = 1.0 / 255 if x.dtype == torch.uint8 else 1.0
+    std, mean = _STD.to(device), _MEAN.to(device)
+    return x.to(torch.float32, copy=True).mul_(scale / std).sub_(mean / std)
+
+
+def cut_patches(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
     b, _, h, w = x.shape
     tops = rng.integers(0, h - size + 1, b)
     lefts = rng.integers(0, w - size + 1, b)
     return torch.stack([x[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
+
+
+def step_generators(seed: int, step: int, rank: int, device: torch.device | str = "cpu"
+                    ) -> tuple[np.random.Generator, torch.Generator, int]:
+    """(numpy rng for recipes and patch positions, noise generator on ``device``, its seed) of one
+    step of one process: a function of (seed, step, rank) only."""
+    rng = np.random.default_rng([seed, step, rank, 3])
+    noise_seed = int(rng.integers(2 ** 62))
+    return rng, torch.Generator(device=device).manual_seed(noise_seed), noise_seed
 
 
 def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, rng: np.random.Generator,
@@ -178,10 +219,10 @@ def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, rng
                device: torch.device | None = None, return_recipes: bool = False):
     """Degrade each crop with d1 and ``negative_degradations`` others (all different) and cut patches.
 
-    Returns a :class:`QPTBatch`: query and positive from d1(x); ``key_deg`` (B, M, 3, P, P) with
-    M = negative_degradations x patches_per_negative patches of d2(x), d3(x)...  ``crops`` are
-    (B, 3, S, S) uint8; degradations run on ``device`` (batched), patches are normalised with
-    the ImageNet mean and std (the convention every head here uses).
+    Returns a :class:`QPTBatch` of uint8 patches: query and positive from d1(x); ``key_deg``
+    (B, M, 3, P, P) with M = negative_degradations x patches_per_negative patches of d2(x),
+    d3(x)...  ``crops`` are (B, 3, S, S) uint8; degradations run on ``device`` (batched), and
+    patches are cut after the chain's final resize back to the crop size.
     """
     b, _, h, w = crops.shape
     if patch_size > min(h, w):
@@ -190,13 +231,75 @@ def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, rng
     n = negative_degradations
     per_image = [sample_distinct(cfg, rng, 1 + n) for _ in range(b)]
     recipes = [per_image[i][j] for j in range(1 + n) for i in range(b)]  # d1 of all images, then d2...
-    x = crops.to(device or crops.device).float() / 255.0
+    x = crops.to(device or crops.device).float().div_(255.0)
     with torch_threads(1 if x.device.type == "cpu" else None):
-        y = degrade_batch(x.repeat(1 + n, 1, 1, 1), recipes, generator).view(1 + n, b, *x.shape[1:])
-    query = _patches(y[0], patch_size, rng)
-    key_pos = _patches(y[0], patch_size, rng)
-    key_deg = torch.stack([_patches(y[1 + j], patch_size, rng) for j in range(n) for _ in range(patches_per_negative)],
+        y = degrade_batch(x.repeat(1 + n, 1, 1, 1), recipes, generator, as_uint8=True).view(1 + n, b, *x.shape[1:])
+    query = cut_patches(y[0], patch_size, rng)
+    key_pos = cut_patches(y[0], patch_size, rng)
+    key_deg = torch.stack([cut_patches(y[1 + j], patch_size, rng) for j in range(n) for _ in range(patches_per_negative)],
                           dim=1)
-    mean, std = _MEAN.to(y.device), _STD.to(y.device)
-    batch = QPTBatch((query - mean) / std, (key_pos - mean) / std, (key_deg - mean.unsqueeze(1)) / std.unsqueeze(1))
+    batch = QPTBatch(query, key_pos, key_deg, [[r.to_dict() for r in rs] for rs in per_image])
     return (batch, per_image) if return_recipes else batch
+
+
+def step_samples(step: int, batch_size: int, rank: int = 0, world: int = 1) -> range:
+    """Global sample numbers of process ``rank`` at ``step`` (as :class:`StreamSampler` yields them)."""
+    base = (step * world + rank) * batch_size
+    return range(base, base + batch_size)
+
+
+@dataclass
+class ViewSpec:
+    """What :func:`make_views` needs besides the crops (picklable, for DataLoader workers)."""
+
+    cfg: DegradationConfig
+    patch_size: int
+    negative_degradations: int = 1
+    patches_per_negative: int = 1
+
+
+class StepBatches(Dataset):
+    """Step number -> that step's batch for process ``rank``: crops, or finished uint8 views.
+
+    With ``views`` (CPU training) the whole batch is built here, in a DataLoader worker: the
+    training process only moves it and computes.  Without (CUDA), items are ``(samples, crops)``
+    and the GPU degrades them.  Either way an item depends only on (seed, step, rank).
+    """
+
+    def __init__(self, crops: CropDataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 views: ViewSpec | None = None):
+        self.crops, self.batch_size, self.seed, self.rank, self.world = crops, batch_size, seed, rank, world
+        self.views = views
+
+    def __len__(self) -> int:  # a stream: the sampler decides where it ends
+        return 2 ** 62
+
+    def __getitem__(self, step: int):
+        samples = list(step_samples(int(step), self.batch_size, self.rank, self.world))
+        crops = torch.stack([self.crops[s] for s in samples])
+        if self.views is None:
+            return samples, crops
+        v = self.views
+        rng, gen, noise_seed = step_generators(self.seed, int(step), self.rank)
+        with torch_threads(1):
+            batch = make_views(crops, v.cfg, v.patch_size, rng, gen, negative_degradations=v.negative_degradations,
+                               patches_per_negative=v.patches_per_negative)
+        return dataclasses.replace(batch, samples=samples, noise_seed=noise_seed)
+
+
+class StepSampler(Sampler):
+    """Step numbers from ``start`` on, forever (one DataLoader item per training step)."""
+
+    def __init__(self, start: int = 0):
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start
+        while True:
+            yield step
+            step += 1
+
+
+def recipes_of(batch: QPTBatch) -> list[list[Recipe]]:
+    """The batch's recipes as :class:`Recipe` objects (d1, d2... per image)."""
+    return [[Recipe.from_dict(d) for d in per_image] for per_image in (batch.recipes or [])]

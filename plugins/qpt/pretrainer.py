@@ -17,6 +17,7 @@ Under ``torchrun --nproc_per_node N`` it runs DDP (gloo on CPU, NCCL on CUDA); r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,23 +33,28 @@ from typing import Callable
 import numpy as np
 import torch
 
+from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
 from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
+from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
+from biqabench.plots import loss_curve
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsRecord, WeightsStore
-from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StreamSampler, list_images, low_priority_worker,
-                                        make_views)
+from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StepBatches, StepSampler, ViewSpec, list_images,
+                                        low_priority_worker, make_views, step_generators)
 from biqabench_plugins.qpt.degradations import DegradationConfig, space_size, validate
+from biqabench_plugins.qpt.recipe_log import RecipeLog
 from biqabench_plugins.qpt.moco import QPTModel
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 #: Settings that may change between an interrupted run and its --resume (the rest must match).
-RESUMABLE_CHANGES = ("steps", "epochs", "workers", "threads", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "epochs", "workers", "threads", "checkpoint_every", "log_recipes_every")
+DEGRADE_ON = ("auto", "workers", "device")
 
 
 @dataclass
@@ -85,6 +91,9 @@ class QPTConfig:
     threads: int = 1             # CPU intra-op threads; 0: auto (see cpu_threads). 1 is the robust
                                  # choice for a small or shared CPU (see cpu_threads for measurements)
     checkpoint_every: int = 20
+    log_recipes_every: int = 10  # every N steps, the step's recipes go to recipes.jsonl (0: never)
+    degrade_on: str = "auto"     # workers: whole batches built in DataLoader workers; device: degraded
+                                 # on the training device; auto: workers on CPU, device on CUDA
     optim: OptimConfig = field(default_factory=OptimConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
@@ -98,8 +107,10 @@ def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
             raise BiqaError(f"{where}: {key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.steps < 1 and cfg.epochs <= 0:
         raise BiqaError(f"{where}: give steps >= 1 or epochs > 0")
-    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0:
-        raise BiqaError(f"{where}: queue_size, workers and hidden_dim must be >= 0")
+    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0 or cfg.log_recipes_every < 0:
+        raise BiqaError(f"{where}: queue_size, workers, hidden_dim and log_recipes_every must be >= 0")
+    if cfg.degrade_on not in DEGRADE_ON:
+        raise BiqaError(f"{where}: degrade_on must be one of {', '.join(DEGRADE_ON)}, got {cfg.degrade_on!r}")
     if not 0.0 <= cfg.momentum < 1.0:
         raise BiqaError(f"{where}: momentum must be in [0, 1), got {cfg.momentum}")
     if cfg.temperature <= 0:
@@ -178,6 +189,8 @@ class QPTTrainer:
         self.optimizer = runtime.optimizer(torch.optim.SGD, params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                            weight_decay=cfg.optim.weight_decay)
         self.scaler = runtime.grad_scaler()
+        self.guard = NanGuard(where="QPT", hint="lower optim.lr or use --precision fp32")
+        self.kept: str | None = None  # "the last good checkpoint (step N) is kept at ...", once one exists
         self.encode_query = None
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -199,22 +212,38 @@ class QPTTrainer:
         return cls(runtime.prepare(model), cfg, runtime, total_steps, seed, rank, world)
 
     def generators(self, step: int) -> tuple[np.random.Generator, torch.Generator, torch.Generator]:
-        """(numpy rng for recipes and crops, device generator for noise, CPU generator for shuffle-BN)."""
-        rng = np.random.default_rng([self.seed, step, self.rank, 3])
-        dev_gen = torch.Generator(device=self.runtime.device).manual_seed(int(rng.integers(2 ** 62)))
+        """(numpy rng for recipes and patches, device generator for noise, CPU generator for shuffle-BN)."""
+        rng, dev_gen, _ = step_generators(self.seed, step, self.rank, self.runtime.device)
         cpu_gen = torch.Generator().manual_seed(int(np.random.default_rng([self.seed, step, 5]).integers(2 ** 62)))
         return rng, dev_gen, cpu_gen
 
+    def view_spec(self) -> ViewSpec:
+        c = self.cfg
+        return ViewSpec(c.degradation, c.patch_size, c.negative_degradations, c.patches_per_negative)
+
+    def views_in_workers(self) -> bool:
+        """Whether whole batches are built in the DataLoader (CPU) or degraded on the device (CUDA)."""
+        if self.cfg.degrade_on == "auto":
+            return self.runtime.device.type == "cpu"
+        return self.cfg.degrade_on == "workers"
+
+    def make_views(self, crops: torch.Tensor, step: int) -> QPTBatch:
+        """Pristine uint8 crops (B, 3, S, S) -> uint8 views degraded on the training device."""
+        rng, dev_gen, _ = self.generators(step)
+        _, _, noise_seed = step_generators(self.seed, step, self.rank)
+        spec = self.view_spec()
+        batch = make_views(crops, spec.cfg, spec.patch_size, rng, dev_gen,
+                           negative_degradations=spec.negative_degradations,
+                           patches_per_negative=spec.patches_per_negative, device=self.runtime.device)
+        return dataclasses.replace(batch, noise_seed=noise_seed)
+
     def make_batch(self, crops: torch.Tensor, step: int) -> QPTBatch:
         """Pristine uint8 crops (B, 3, S, S) -> degraded, normalised patches on the device."""
-        rng, dev_gen, _ = self.generators(step)
-        batch = make_views(crops, self.cfg.degradation, self.cfg.patch_size, rng, dev_gen,
-                           negative_degradations=self.cfg.negative_degradations,
-                           patches_per_negative=self.cfg.patches_per_negative, device=self.runtime.device)
-        return batch.to(self.runtime)
+        return self.make_views(crops, step).to(self.runtime)
 
-    def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float]:
-        """One optimiser step on ``batch``; returns loss and diagnostics as floats."""
+    def step(self, batch: QPTBatch, step: int = 0) -> dict[str, float] | None:
+        """One optimiser step on ``batch``; returns loss and diagnostics as floats (None: a
+        NaN/Inf loss skipped under ``--nan-policy skip``)."""
         lr = lr_at(self.cfg.optim, step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -224,11 +253,10 @@ class QPTTrainer:
         with self.runtime.autocast():
             loss, stats = self.model(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
                                      encode_query=self.encode_query)
-        if not torch.isfinite(loss):
-            raise BiqaError(f"QPT loss became {loss.item()} at step {step}; lower optim.lr or use --precision fp32")
+        if self.guard.skip(loss, f"step {step + 1}", self.kept):
+            return None
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.guard.step(self.scaler, self.optimizer)
         return {"loss": float(loss.detach()), "lr": lr, **{k: float(v) for k, v in stats.items()}}
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -242,6 +270,7 @@ class QPTTrainer:
             "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(_np_state())},
             # data order, crops and degradations are functions of (seed, step): no sampler state needed
             "data": {"next_sample": step * self.cfg.batch_size * self.world},
+            "skipped": self.guard.counts(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -251,6 +280,8 @@ class QPTTrainer:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_np_unstate(json.loads(state["rng"]["numpy"])))
+        skipped = state.get("skipped", {})
+        self.guard.skipped, self.guard.scaler_skipped = (int(skipped.get(k, 0)) for k in self.guard.counts())
 
 
 def _np_state() -> list:
@@ -314,53 +345,29 @@ def cpu_threads(requested: int = 0) -> int:
 
 
 def default_data() -> Path:
-    try:
-        from biqabench.data.embedded import pristine_dir
-    except ImportError:
-        raise BiqaError("the embedded default images are not available in this install; "
-                        "pass --data FOLDER (any folder of images)") from None
+    from biqabench.data.embedded import pristine_dir
+
     return pristine_dir()
 
 
-def loss_plot(losses: list[float], path: Path, title: str) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    steps = np.arange(1, len(losses) + 1)
-    ax.plot(steps, losses, lw=0.8, alpha=0.45, label="loss")
-    if len(losses) >= 5:
-        w = max(2, len(losses) // 20)
-        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, lw=1.6, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("QC-Loss")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+def resume_meta(config: dict, backbone: str, world: int, seed: int) -> dict:
+    """The settings a ``--resume`` must share with its checkpoint (all but RESUMABLE_CHANGES)."""
+    kept = {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}
+    return {"backbone": backbone, "processes": world, "seed": seed, **kept}
 
 
-def _check_resume(state: dict, cfg: QPTConfig, backbone: str, world: int, seed: int, path: Path) -> None:
-    problems = []
-    if state.get("backbone") != backbone:
-        problems.append(f"backbone {state.get('backbone')!r} vs --backbone {backbone!r}")
-    if int(state.get("world", 1)) != world:
-        problems.append(f"{state.get('world')} processes vs {world} now")
-    if int(state.get("seed", 0)) != seed:
-        problems.append(f"seed {state.get('seed')} vs --seed {seed}")
-    old, new = state.get("config", {}), dataclasses.asdict(cfg)
-    for key in sorted(set(old) | set(new)):
-        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
-            problems.append(f"{key}: {old.get(key)!r} vs {new.get(key)!r}")
-    if problems:
-        raise BiqaError(f"--resume: checkpoint {path} was made with other settings ({'; '.join(problems[:4])}); "
-                        "rerun with the same options, or drop --resume to start over")
+def _load_for_resume(path: Path, cfg: QPTConfig, backbone: str, world: int, seed: int, device) -> dict:
+    """The verified checkpoint (or the previous one, if the newest is damaged), settings checked."""
+    if not ckpt.exists(path):
+        raise BiqaError(f"--resume: no checkpoint at {path}; run without --resume to start, "
+                        "or pass the --run-dir of the interrupted run")
+    loaded = ckpt.load(path, expect=resume_meta(dataclasses.asdict(cfg), backbone, world, seed), map_location=device)
+    state = loaded.state
+    if not loaded.meta:  # written before checkpoints carried their settings: compare the state's
+        loaded.meta = resume_meta(state.get("config", {}), state.get("backbone"), int(state.get("world", 1)),
+                                  int(state.get("seed", 0)))
+        ckpt.check_meta(loaded, resume_meta(dataclasses.asdict(cfg), backbone, world, seed))
+    return state
 
 
 def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | None = None) -> WeightsRecord:
@@ -378,9 +385,17 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
                 if n != threads_before:
                     log.info("using %d CPU thread(s)", n)
                     torch.set_num_threads(n)
-            return _run(request, cfg, runtime, distributed.rank(), distributed.world_size(), on_step)
+            rank = distributed.rank()
+            lock = (ckpt.exclusive(run_folder(request), "pretraining run folder") if rank == 0
+                    else contextlib.nullcontext())  # two runs in one folder would mix their checkpoints
+            with lock:
+                return _run(request, cfg, runtime, rank, distributed.world_size(), on_step)
         finally:
             torch.set_num_threads(threads_before)
+
+
+def run_folder(request: PretrainRequest) -> Path:
+    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{request.backbone}"
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
@@ -396,37 +411,40 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         total = max(1, math.ceil(cfg.epochs * len(paths) / (b * world)))
     else:
         total = cfg.steps
-    run_dir = Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{backbone}"
+    run_dir = run_folder(request)
     ckpt_path = run_dir / CHECKPOINT
     trainer = QPTTrainer.build(backbone, cfg, runtime, total, request.seed, rank, world)
+    trainer.guard.policy = check_policy(request.nan_policy)
 
     start, losses, wall_before = 0, [], 0.0
     if request.resume:
-        if not ckpt_path.is_file():
-            raise BiqaError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start, "
-                            "or pass the --run-dir of the interrupted run")
-        state = io.load_torch(ckpt_path, map_location=runtime.device)
-        _check_resume(state, cfg, backbone, world, request.seed, ckpt_path)
+        state = _load_for_resume(ckpt_path, cfg, backbone, world, request.seed, runtime.device)
         trainer.load_state(state)
         start, losses, wall_before = int(state["step"]), list(state["losses"]), float(state["wall_time"])
+        trainer.kept = f"the last good checkpoint (step {start}) is kept at {ckpt_path}"
         if start >= total:
             log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
     elif ckpt_path.is_file() and rank == 0:
         log.warning("starting over: %s will be replaced (use --resume to continue it)", ckpt_path)
 
+    in_workers = trainer.views_in_workers()
     loader = torch.utils.data.DataLoader(
-        CropDataset(paths, cfg.crop_size, request.seed), batch_size=b,
-        sampler=StreamSampler(b, start_step=start, rank=rank, world=world),
-        num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
+        StepBatches(CropDataset(paths, cfg.crop_size, request.seed), b, request.seed, rank, world,
+                    views=trainer.view_spec() if in_workers else None),
+        batch_size=None, sampler=StepSampler(start), num_workers=cfg.workers,
+        pin_memory=runtime.device.type == "cuda",
         worker_init_fn=low_priority_worker if runtime.device.type == "cpu" else None,
     )
+    recipe_log = RecipeLog(run_dir, cfg.log_recipes_every, request.seed, paths, data_root, start, enabled=rank == 0)
     show = request.progress and rank == 0
     bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step", disable=not show,
                dynamic_ncols=True)
 
     def save(step: int) -> None:
         if rank == 0:
-            io.save_torch(trainer.state(step, losses, wall_before + time.time() - t_start, backbone), ckpt_path)
+            ckpt.save(ckpt_path, trainer.state(step, losses, wall_before + time.time() - t_start, backbone),
+                      resume_meta(dataclasses.asdict(cfg), backbone, world, request.seed))
+        trainer.kept = f"the last good checkpoint (step {step}) is kept at {ckpt_path}"
 
     step = start
     smooth, rate = None, None
@@ -435,17 +453,24 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         try:
             while step < total:
                 t0 = time.time()
-                crops = next(it)
-                stats = trainer.step(trainer.make_batch(crops, step), step)
-                losses.append(stats["loss"])
+                item = next(it)
+                if in_workers:
+                    views = item
+                else:
+                    samples, crops = item
+                    views = dataclasses.replace(trainer.make_views(crops, step), samples=samples)
+                recipe_log.write(step, views, rank)
+                stats = trainer.step(views.to(runtime), step)
                 step += 1
-                dt = time.time() - t0
-                smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
-                rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
-                bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
+                if stats is not None:  # None: a NaN/Inf loss skipped (--nan-policy skip), counted, not plotted
+                    losses.append(stats["loss"])
+                    dt = time.time() - t0
+                    smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
+                    rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
+                    bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
                 bar.update(1)
                 if on_step is not None:
-                    on_step(step, stats)
+                    on_step(step, stats or {})
                 if distributed.any_rank(stop.signal is not None, runtime.device):
                     save(step)
                     bar.close()
@@ -472,9 +497,9 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
     record: WeightsRecord | None = None
     if rank == 0:
         tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
-        plot = loss_plot(losses, run_dir / "loss.png",
-                         f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
-                         f"patch {cfg.patch_size}") if losses else None
+        plot = loss_curve(losses, run_dir / "loss.png",
+                          f"QPT {backbone}: {step} steps x {cfg.batch_size * world} images, "
+                          f"patch {cfg.patch_size}", ylabel="QC-Loss") if losses else None
         io.write_json(run_dir / "losses.json", {"losses": losses})
         extra = {
             "steps": step, "final_loss": float(np.mean(tail)), "last_loss": losses[-1] if losses else None,
@@ -482,7 +507,12 @@ def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, loss
             "images_seen": step * cfg.batch_size * world, "data": str(data_root), "data_images": n_images,
             "run_dir": str(run_dir), "loss_curve": str(plot) if plot else None, "world_size": world,
             "device": str(runtime.device), "precision": runtime.precision, "seed": request.seed,
-            "degradation_space_size": f"{float(space_size(cfg.degradation)):.3e}",
+            # operator kinds and their orders (the paper's way of counting, ~10^7); see docs/qpt.md
+            "degradation_space_size": f"{float(space_size(cfg.degradation, 'types')):.3e}",
+            "degradation_space_level": "kinds",
+            "degradation_space_params": f"{float(space_size(cfg.degradation, 'params')):.3e}",
+            "recipes_log": str(run_dir / "recipes.jsonl") if cfg.log_recipes_every else None,
+            **trainer.guard.counts(),
         }
         record = store.save(trainer.model.backbone.state_dict(), producer="qpt", backbone=backbone,
                             config=dataclasses.asdict(cfg), extra=extra)

@@ -38,13 +38,13 @@ from torch import nn
 from biqabench.backbones import Backbone
 from biqabench.config import override
 from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, Recipe
+from biqabench.heads import IQAHead, TrainRecipe
 from biqabench_plugins.tres.loss import parse_loss_terms, tres_loss
 
 
 @dataclass
 class TReSOptions:
-    """Architecture and loss settings (``Recipe.options`` keys); defaults are the reference code's."""
+    """Architecture and loss settings (``TrainRecipe.options`` keys); defaults are the reference code's."""
 
     nhead: int = 16                  # attention heads (falls back to a divisor of the width)
     num_encoder_layers: int = 2
@@ -57,7 +57,7 @@ class TReSOptions:
     flip_back: bool = False          # un-flip the flipped view's maps before comparing (reference: no)
 
 
-def parse_options(recipe: Recipe) -> TReSOptions:
+def parse_options(recipe: TrainRecipe) -> TReSOptions:
     opts = override(TReSOptions(), recipe.options, where="tres recipe options")
     for name in ("dropout", "feature_dropout"):
         if not 0.0 <= getattr(opts, name) < 1.0:
@@ -187,9 +187,9 @@ class TReSOutputs(NamedTuple):
 class TReSHead(IQAHead):
     """Transformer over multi-scale L2-pooled features + pooled CNN features -> score."""
 
-    def __init__(self, backbone: Backbone, recipe: Recipe | None = None):
-        super().__init__(backbone)
-        recipe = recipe or Recipe()
+    def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
+        recipe = recipe or TrainRecipe()
+        super().__init__(backbone, recipe)
         o = parse_options(recipe)
         self.options = o
         self.loss_terms = parse_loss_terms(recipe.loss)

@@ -5,7 +5,7 @@ import typer
 from torch import nn
 
 from biqabench.backbones import Backbone
-from biqabench.heads import HeadSpec, IQAHead, Recipe
+from biqabench.heads import HeadSpec, IQAHead, TrainRecipe
 from biqabench.hookspecs import hookimpl
 
 
@@ -52,7 +52,7 @@ def register_backbones(register):
 
 @hookimpl
 def register_heads(register):
-    register(HeadSpec("attnpool", AttnPoolHead, Recipe(patch_size=64, train_patches=4, test_patches=4, epochs=2),
+    register(HeadSpec("attnpool", AttnPoolHead, TrainRecipe(patch_size=64, train_patches=4, test_patches=4, epochs=2),
                       description="example plugin: attention-pooled local scores"))
 
 

@@ -1,8 +1,8 @@
 """A straightforward per-image implementation of the same recipes, for checks and benchmarks.
 
 It is what one would write first: loop over images, and for each op call the obvious library
-function on that one image (``F.conv2d`` with the image's own kernel, ``F.interpolate`` down and
-back, numpy noise with ``np.unique``, PIL's JPEG).  Deterministic ops (blur, resize, JPEG) must
+function on that one image (``F.conv2d`` with the image's own kernel, ``F.interpolate`` to the
+new size (and back, for size-preserving ops), numpy noise with ``np.unique``, PIL's JPEG).  Deterministic ops (blur, resize, JPEG) must
 agree with :func:`degradations.degrade_batch`; the tests hold the batched code to that, and
 ``benchmarks/bench_degradations.py`` measures how much faster the batched code is.
 """
@@ -30,12 +30,15 @@ def _blur(img: torch.Tensor, o: Op) -> torch.Tensor:
     return F.conv2d(xp, w, groups=c)[0].clamp(0, 1)
 
 
-def _resize(img: torch.Tensor, o: Op) -> torch.Tensor:
+def _resize(img: torch.Tensor, o: Op, origin: tuple[int, int]) -> torch.Tensor:
+    """With ``back_mode``: there and back.  Without: to ``scale`` x the chain's input size."""
     p = o.p
-    h, w = img.shape[-2:]
+    h, w = img.shape[-2:] if "back_mode" in p else origin
     size = (resized_size(h, p["scale"]), resized_size(w, p["scale"]))
     kw = {} if p["mode"] == "area" else {"align_corners": False}
     small = F.interpolate(img.unsqueeze(0), size=size, mode=p["mode"], **kw)
+    if "back_mode" not in p:
+        return small[0].clamp(0, 1)
     kwb = {} if p["back_mode"] == "area" else {"align_corners": False}
     return F.interpolate(small, size=(h, w), mode=p["back_mode"], **kwb)[0].clamp(0, 1)
 
@@ -71,11 +74,12 @@ def apply_recipe_reference(img: torch.Tensor, recipe: Recipe, rng: np.random.Gen
     """One (C, H, W) image, op by op."""
     rng = rng or np.random.default_rng(0)
     x = img.float()
+    origin = tuple(x.shape[-2:])
     for o in recipe.ops:
         if o.name == "blur":
             x = _blur(x, o)
         elif o.name == "resize":
-            x = _resize(x, o)
+            x = _resize(x, o, origin)
         elif o.name == "noise":
             x = _noise(x, o, rng)
         elif o.name == "jpeg":

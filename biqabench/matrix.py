@@ -1,4 +1,4 @@
-"""Benchmark matrices: heads x weights x training sets, each an ``eval`` run, one table at the end.
+"""Evaluation matrices (``biqabench benchmark``): heads x weights x training sets, one table.
 
 A matrix YAML names the heads, the weights to swap into them, the datasets and the protocol.
 Each (head, weights, train) cell becomes an eval run in ``results/benchmarks/<name>/<job>/``;
@@ -9,8 +9,9 @@ columns, SRCC/PLCC, one row per head+weights) plus the per-head gain from swappi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
+import difflib
 import os
 import subprocess
 import sys
@@ -25,27 +26,29 @@ from biqabench import io
 from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
-from biqabench.runner import EvalConfig
+from biqabench.results.folder import RunFolder
+from biqabench.runner import EvalConfig, check_eval_config
+from biqabench.weights import weights_label
+
+
+#: EvalConfig fields a matrix varies (as the lists ``heads``, ``weights``, ``train``) instead of fixing.
+AXIS_FIELDS = ("head", "weights", "train")
 
 
 @dataclass
 class Matrix:
+    """The axes of a matrix plus one base :class:`EvalConfig` that every job shares.
+
+    In YAML the base's fields sit at the top level next to the axes (``backbone: resnet18``,
+    ``splits: 3``, ``test: [...]``...), so a matrix file reads like an eval config with lists.
+    """
+
     name: str = "benchmark"
     heads: list[str] = field(default_factory=lambda: ["hyperiqa"])
     weights: list[str] = field(default_factory=lambda: ["imagenet", "qpt"])
-    backbone: str = "resnet50"
-    train: list[str] = field(default_factory=list)   # each is trained on in turn
-    test: list[str] = field(default_factory=list)    # cross-dataset sets (besides the train set's own split)
+    train: list[str] = field(default_factory=list)   # each is trained on in turn ("" list: the embedded demo)
     baseline: str = ""                               # weights the gain is measured against ("" = first)
-    splits: int = 10
-    seed: int = 0
-    protocol: str = "finetune"
-    recipe: str = "auto"
-    recipe_overrides: dict = field(default_factory=dict)
-    data_root: str = ""
-    dataset_options: dict = field(default_factory=dict)
-    device: str = "auto"
-    precision: str = "auto"
+    base: EvalConfig = field(default_factory=EvalConfig)  # the rest of every job (test: cross-dataset sets)
 
 
 @dataclass
@@ -55,20 +58,26 @@ class Job:
     folder: Path
 
     def status(self) -> str:
-        manifest = self.folder / "manifest.json"
-        if not manifest.is_file():
-            return "pending"
-        try:
-            return json.loads(manifest.read_text()).get("status", "running")
-        except ValueError:
-            return "pending"
+        """The job's run folder status as written ("pending" before it has a readable manifest)."""
+        return RunFolder(self.folder).recorded_status() or "pending"
 
 
 def load_matrix(path: str | Path) -> Matrix:
-    m = override(Matrix(), load_yaml(path), where=f"matrix {path}")
+    where = f"matrix {path}"
+    raw = load_yaml(path)
+    axes = {f.name for f in dataclasses.fields(Matrix)} - {"base"}
+    shared = {f.name for f in dataclasses.fields(EvalConfig)} - set(AXIS_FIELDS)
+    for key in raw:
+        if key not in axes | shared:
+            close = difflib.get_close_matches(str(key), sorted(axes | shared), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(axes | shared))})"
+            raise BiqaError(f"{where}: unknown key {key!r}{hint}")
+    m = override(Matrix(), {k: v for k, v in raw.items() if k in axes}, where=where)
+    base = override(EvalConfig(), {k: v for k, v in raw.items() if k in shared}, where=where)
+    m = dataclasses.replace(m, base=check_eval_config(base, key=lambda name: f"{where}: {name}"))
     if not m.heads or not m.weights:
-        raise BiqaError(f"matrix {path}: 'heads' and 'weights' must each list at least one name")
-    validate_names(m, where=f"matrix {path}")
+        raise BiqaError(f"{where}: 'heads' and 'weights' must each list at least one name")
+    validate_names(m, where=where)
     return m
 
 
@@ -76,28 +85,25 @@ def validate_names(m: Matrix, where: str) -> None:
     """Catch a typo in any head, backbone, dataset or weights name before hours of jobs start."""
     from biqabench.plugins import registry
     from biqabench.registry import unknown_name_message
-    from biqabench.weights import BUILTIN_NAMES, _looks_like_path
+    from biqabench.weights import BUILTIN_NAMES, is_checkpoint_path
 
     try:
-        registry("backbones").get(m.backbone)
+        registry("backbones").get(m.base.backbone)
         for h in m.heads:
             registry("heads").get(h)
-        for d in [*m.train, *m.test]:
+        for d in [*m.train, *m.base.test]:
             registry("datasets").get(d)
     except BiqaError as exc:
         raise BiqaError(f"{where}: {exc}") from None
     known = [*BUILTIN_NAMES, *registry("pretrainers").names()]
     for w in m.weights:
-        if w not in known and not _looks_like_path(w):
+        if w not in known and not is_checkpoint_path(w):
             raise BiqaError(f"{where}: {unknown_name_message('weights', w, known)}")
-    # recipe and dataset options reach every job: check them once here, not in each job
+    # recipe overrides reach every job: check them once here, not in each job
     from biqabench.heads import head_spec
 
     for h in m.heads:
-        override(head_spec(h).recipe, m.recipe_overrides, where=f"{where} recipe_overrides")
-    for name, options in m.dataset_options.items():
-        if not isinstance(options, dict):
-            raise BiqaError(f"{where}: dataset_options: {name!r} must map to reader options, got {options!r:.60}")
+        override(head_spec(h).recipe, m.base.recipe_overrides, where=f"{where} recipe_overrides")
 
 
 def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
@@ -107,15 +113,10 @@ def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
     for head in matrix.heads:
         for weights in matrix.weights:
             for train in trains:
-                cross = [t for t in matrix.test if t != train]
-                cfg = EvalConfig(
-                    head=head, weights=weights, backbone=matrix.backbone, train=train, test=cross,
-                    splits=matrix.splits, seed=matrix.seed, protocol=matrix.protocol, recipe=matrix.recipe,
-                    recipe_overrides=dict(matrix.recipe_overrides), data_root=matrix.data_root,
-                    dataset_options=dict(matrix.dataset_options), device=matrix.device, precision=matrix.precision,
-                )
-                wname = Path(weights).stem if "/" in weights else weights
-                key = f"{head}__{wname}__{train or 'default'}"
+                cross = [t for t in matrix.base.test if t != train]
+                cfg = dataclasses.replace(copy.deepcopy(matrix.base), head=head, weights=weights, train=train,
+                                          test=cross)
+                key = f"{head}__{weights_label(weights)}__{train or 'default'}"
                 jobs.append(Job(key, cfg, root / key))
     return jobs
 
@@ -162,15 +163,14 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     """All finished cells' per-split metrics with head/weights columns."""
     frames = []
     for job in plan(matrix, root):
-        metrics = job.folder / "metrics.csv"
-        if job.status() == "finished" and metrics.is_file():
-            df = pd.read_csv(metrics)
+        if job.status() == "finished":
+            df = RunFolder(job.folder).read_metrics()
             frames.append(df.assign(head=job.config.head, weights=job.config.weights))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
-    from biqabench.results import paper_table, render_table, weight_gain
+    from biqabench.results import paper_table, render, weight_gain
 
     folder = (root or results_root() / "benchmarks") / matrix.name
     df = collect(matrix, root)
@@ -179,14 +179,14 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     table = paper_table(df)
     baseline = matrix.baseline or matrix.weights[0]
     try:
-        gain_text = render_table(weight_gain(df, baseline=baseline), "markdown")
+        gain_text = render(weight_gain(df, baseline=baseline), "markdown")
     except BiqaError as exc:  # e.g. the baseline's jobs have not finished (yet)
         gain_text = f"(not available: {exc})"
-    parts = [f"# {matrix.name}\n", f"Median over {matrix.splits} splits; backbone {matrix.backbone}; "
-             f"protocol {matrix.protocol}.\n", render_table(table, "markdown"),
+    parts = [f"# {matrix.name}\n", f"Median over {matrix.base.splits} splits; backbone {matrix.base.backbone}; "
+             f"protocol {matrix.base.protocol}.\n", render(table, "markdown"),
              f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n"]
     io.write_text(folder / "table.md", "\n".join(parts))
-    io.write_text(folder / "table.tex", render_table(table, "latex"))
-    io.write_text(folder / "table.csv", render_table(table, "csv"))
+    io.write_text(folder / "table.tex", render(table, "latex"))
+    io.write_text(folder / "table.csv", render(table, "csv"))
     io.write_text(folder / "metrics.csv", df.to_csv(index=False))
     return table

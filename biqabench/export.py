@@ -1,0 +1,139 @@
+"""A trained model as one file: weights plus a JSON header saying how to rebuild and use it.
+
+``biqabench export RUN -o model.safetensors`` writes the head's state dict as safetensors (which
+holds tensors only: loading it can never run code, the ``weights_only`` promise) and, in the
+safetensors metadata under ``biqabench_model``, a :class:`biqabench.model.ModelInfo`: head,
+backbone, the full recipe (head options included), test crops, resize, scale and direction,
+training set and its fingerprint, source run and split, and the biqabench version.
+:func:`head_from_file` rebuilds the head from that alone, without the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from biqabench import io
+from biqabench.errors import BiqaError
+from biqabench.model import ModelInfo
+
+HEADER_KEY = "biqabench_model"
+FORMAT_VERSION = 1
+
+
+def looks_like_model_file(path: Path) -> bool:
+    return path.suffix == ".safetensors"
+
+
+def build_head(info: ModelInfo, state: dict | None = None, where: str = "model"):
+    """Our head for ``info`` (random backbone init, then ``state`` loaded strictly)."""
+    from biqabench.backbones import create_backbone
+    from biqabench.config import override
+    from biqabench.heads import TrainRecipe, create_head
+
+    recipe = override(TrainRecipe(), info.recipe, where=f"{where} recipe")
+    head = create_head(info.head, create_backbone(info.backbone, weights="random"), recipe=recipe)
+    if state is not None:
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as exc:
+            first = " ".join(str(exc).split())[:240]
+            raise BiqaError(f"{where}: weights do not fit head {info.head!r} on {info.backbone!r}: {first}") from None
+    return head.eval()
+
+
+def _run_model_file(folder, split: int) -> Path:
+    candidates = [folder.split_dir(split) / folder.model_path.name]
+    if split == 0:
+        candidates.insert(0, folder.model_path)
+    for c in candidates:
+        if c.is_file():
+            return c
+    if split != 0:
+        raise BiqaError(f"run {folder.path} kept no model for split {split} (eval saves split 0's model as "
+                        f"{folder.model_path.name}); use --split 0")
+    raise BiqaError(f"run {folder.path} has no {folder.model_path.name} (it was run with save_model: false, "
+                    f"or did not finish its first split)")
+
+
+def info_from_run(folder, split: int = 0) -> ModelInfo:
+    """The :class:`ModelInfo` of a finished eval run's model (a :class:`RunFolder`), from its
+    manifest and config."""
+    from biqabench.runner import load_eval_config
+
+    manifest = folder.read_manifest()
+    if manifest.get("kind") not in (None, "eval") or "recipe" not in manifest:
+        raise BiqaError(f"run {folder.path} is a {manifest.get('kind')!r} run without a trained model; "
+                        "name an eval run, an exported file or pyiqa:NAME")
+    cfg = load_eval_config(folder.config_path)
+    train = manifest["datasets"][manifest["train"]]
+    recipe = dict(manifest["recipe"])
+    lo, hi = (float(v) for v in train["scale"])
+    higher = bool(train["higher_better"])
+    return ModelInfo(
+        head=manifest["head"], backbone=manifest["backbone"], recipe=recipe,
+        patch_size=int(recipe.get("patch_size", 224)), test_patches=int(recipe.get("test_patches", 25)),
+        # new images are scored the way the training images were seen (SPAQ-trained models at 512 px)
+        resize=int((train.get("options") or {}).get("resize") or 0) or int(recipe.get("resize") or 0),
+        seed=cfg.seed, scale=(lo, hi), higher_better=higher,
+        offset=lo if higher else hi, gain=(hi - lo) if higher else -(hi - lo),
+        train_set=manifest["train"], weights=str(manifest.get("weights", "")), source=str(folder.path),
+        extra={"run": folder.id, "split": split, "train_fingerprint": train.get("fingerprint"),
+               "protocol": manifest.get("protocol"), "weights_sha256": manifest.get("weights_sha256")},
+    )
+
+
+def head_from_run(run: str | Path, split: int = 0):
+    """(head with the run's fine-tuned weights, its ModelInfo) for a run id, prefix or folder."""
+    from biqabench.results import open_run
+    from biqabench.weights import read_state_dict
+
+    folder = open_run(run)
+    info = info_from_run(folder, split)
+    model_file = _run_model_file(folder, split)
+    return build_head(info, read_state_dict(model_file), where=str(model_file)), info
+
+
+def head_from_file(path: str | Path):
+    """(head, ModelInfo) from a file written by :func:`export_model` (no run folder needed)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BiqaError(f"cannot read {path} as safetensors: {' '.join(str(exc).split())[:160]} "
+                        "(truncated, or not a model file?)") from None
+    if HEADER_KEY not in meta:
+        raise BiqaError(f"{path} has no biqabench header: it holds weights, not a model "
+                        "(for backbone weights use --weights; models come from `biqabench export`)")
+    try:
+        header = json.loads(meta[HEADER_KEY])
+    except json.JSONDecodeError as exc:
+        raise BiqaError(f"{path}: damaged biqabench header ({exc})") from None
+    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+        raise BiqaError(f"{path} was written by a newer biqabench (format {header['format_version']}); upgrade")
+    info = ModelInfo.from_json(header["model"], where=f"{path} header")
+    info.source = str(path)
+    return build_head(info, state, where=str(path)), info
+
+
+def export_model(head, info: ModelInfo, output: str | Path) -> Path:
+    """Write ``head``'s weights and ``info`` as one safetensors file."""
+    from biqabench import __version__
+
+    header = {"format": "biqabench-model", "format_version": FORMAT_VERSION, "biqabench_version": __version__,
+              "model": {**info.to_json(), "source": ""},
+              "exported_from": info.extra.get("run") or Path(info.source).name}
+    state = {k: v for k, v in head.state_dict().items()}
+    return io.save_safetensors(state, output, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
+
+
+def export_run(run: str | Path, output: str | Path, split: int = 0) -> tuple[Path, ModelInfo]:
+    """``biqabench export``: a run's model (split ``split``) as one file."""
+    head, info = head_from_run(run, split)
+    info = dataclasses.replace(info)
+    return export_model(head, info, output), info
