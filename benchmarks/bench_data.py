@@ -9,6 +9,9 @@ cache, and reports, all measured in this same run:
 * epoch 2 time vs an epoch that decodes the file for every patch ("decode every time");
 * an epoch with a fresh cache object on a warm disk cache (a new worker, run or machine restart).
 
+Patches are uint8, as the runner's training set hands them to ``train_head`` (which normalises
+them on the device): a cached epoch is bound by cropping and collating, 4x less data than float32.
+
     python benchmarks/bench_data.py [--images 24] [--size 1024x768] [--recipe cpu|paper|both] [--workers 0]
 """
 
@@ -67,7 +70,8 @@ def measure(table, patch_size: int, patches: int, batch: int, workers: int, fold
     idx = np.arange(len(table))
 
     def dataset(cache):
-        return PatchDataset(table, idx, patch_size, patches, train=True, seed=0, cache=cache)
+        # as the runner trains: uint8 patches, normalised by the training step on its device
+        return PatchDataset(table, idx, patch_size, patches, train=True, seed=0, cache=cache, as_uint8=True)
 
     t1, t2 = run_epochs(dataset(ImageCache(folder=folder)), [0, 1], batch, workers)
     (t_disk,) = run_epochs(dataset(ImageCache(folder=folder, memory_bytes=0)), [2], batch, workers)

@@ -43,7 +43,7 @@ def patch_batch(batch: int, size: int = 224, seed: int = 0) -> tuple[torch.Tenso
 
 
 def measure(batch: int = 16, steps: int = 3, backbone: str = "resnet50", patch: int = 224, seed: int = 0,
-            progress: bool = True) -> Result:
+            progress: bool = True, precision: str = "bf16") -> Result:
     from biqabench.backbones import create_backbone
     from biqabench.device import get_runtime
     from biqabench.engine import make_optimizer
@@ -56,7 +56,7 @@ def measure(batch: int = 16, steps: int = 3, backbone: str = "resnet50", patch: 
     base = spec.build(create_backbone(backbone, weights="random"), recipe)
     x, mos = patch_batch(batch, patch, seed)
 
-    runtime = get_runtime("cpu", "bf16")
+    runtime = get_runtime("cpu", precision)  # "auto": bf16 only where the CPU runs it natively
     fast = runtime.prepare(copy.deepcopy(base)).train()
     fast_opt = make_optimizer(fast, recipe, runtime)  # fused where torch has it
     scaler = runtime.grad_scaler()
@@ -92,9 +92,10 @@ def measure(batch: int = 16, steps: int = 3, backbone: str = "resnet50", patch: 
     return ratio_result(
         f"2. fine-tune step, hyperiqa {backbone.replace('resnet', 'r')}, batch {batch}",
         batch / best["ours"], batch / best["reference"], "patch/s", 2.0, extra_ok=same,
-        ours_label="engine step: Runtime bf16 autocast + channels_last + fused Adam",
+        ours_label=f"engine step: Runtime {runtime.precision}"
+                   f"{' autocast' if runtime.amp_dtype is not None else ''} + channels_last + fused Adam",
         reference_label="plain fp32 eager loop (NCHW)",
-        notes=f"{patch}px patches; first-step loss bf16 {first[0]:.4f} vs fp32 {first[1]:.4f} "
+        notes=f"{patch}px patches; first-step loss {runtime.precision} {first[0]:.4f} vs fp32 {first[1]:.4f} "
               f"({rel:.1%} apart{'' if same else ', TOO FAR'})",
         extra={"step_s_ours": best["ours"], "step_s_ref": best["reference"], "loss_ours": first[0],
                "loss_ref": first[1], "batch": batch, "patch": patch},
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default="resnet50")
     ap.add_argument("--patch", type=int, default=224)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--precision", default="bf16", help="ours: bf16 | fp32 | auto (bf16 where native)")
     a = ap.parse_args(argv)
     common.set_threads(a.threads)
-    r = measure(a.batch, a.steps, a.backbone, a.patch)
+    r = measure(a.batch, a.steps, a.backbone, a.patch, precision=a.precision)
     print(f"{r.name}: ours {common.fmt(r.ours)} {r.unit}, plain fp32 {common.fmt(r.reference)} {r.unit}, "
           f"{r.ratio:.2f}x (target {r.target_text}) -> {'pass' if r.passed else 'FAIL'}\n  {r.notes}")
     return 0

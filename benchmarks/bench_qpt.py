@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -184,6 +185,51 @@ def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8
               f"model step {comp / steps * 1e3:.0f} ms; {cfg.negative_degradations + 1} degradations of "
               f"{cfg.crop_size} px crops per image, built in {workers} niced worker(s)",
         extra=extra,
+    )
+
+
+def measure_compile(backbone: str = "resnet18", batch: int = 16, steps: int = 3, seed: int = 0, patch: int = 64,
+                    progress: bool = True) -> Result:
+    """``--compile`` against the eager step: same initial model, same batches, bf16 on CPU.
+
+    Both are :meth:`QPTTrainer.step`; the compiled trainer pays inductor's compilation in its
+    warm-up steps (reported, not timed).  Steps alternate; the best of each is kept.
+    """
+    from biqabench.device import Runtime, get_runtime
+    from biqabench_plugins.qpt.pretrainer import QPTTrainer
+
+    say = print if progress else (lambda *a, **k: None)
+    cfg = _config(batch, patch_size=patch, crop_size=2 * patch)
+    eager_rt = get_runtime("cpu", "bf16")
+    eager = QPTTrainer.build(backbone, cfg, eager_rt, total_steps=1000, seed=seed)
+    comp_rt = Runtime(eager_rt.device, eager_rt.precision, compile=True)
+    compiled = QPTTrainer.build(backbone, cfg, comp_rt, total_steps=1000, seed=seed)
+    batches = [eager.make_batch(_crops(cfg, step, seed), step) for step in range(steps + 2)]
+    say(f"  QPT --compile: {backbone}, {batch} images, {patch}px; compiling (minutes on a small CPU)...", flush=True)
+    t = time.perf_counter()
+    first = compiled.step(batches[0], 0)["loss"], eager.step(batches[0], 0)["loss"]
+    compiled.step(batches[1], 1)  # a second call may recompile (dynamic shapes are not marked)
+    eager.step(batches[1], 1)
+    t_compile = time.perf_counter() - t
+    counter = {"c": 2, "e": 2}
+
+    def run(which: str, trainer) -> Callable[[], None]:
+        def go() -> None:
+            i = counter[which]
+            trainer.step(batches[min(i, len(batches) - 1)], i)
+            counter[which] += 1
+        return go
+
+    best = common.paired_best({"compiled": run("c", compiled), "eager": run("e", eager)}, rounds=steps, warmup=0)
+    rel = abs(first[0] - first[1]) / max(abs(first[1]), 1e-12)
+    return ratio_result(
+        f"3c. QPT step --compile, {backbone.replace('resnet', 'r')}, batch {batch}, {patch}px",
+        batch / best["compiled"], batch / best["eager"], "img/s", 1.0,
+        ours_label="QPTTrainer.step with --compile (torch.compile, inductor), bf16",
+        reference_label="the same step eager, bf16 (the default path)",
+        notes=f"compilation and first steps {t_compile:.0f} s (not timed); first-step QC-Loss compiled "
+              f"{first[0]:.4f} vs eager {first[1]:.4f} ({rel:.1%} apart)",
+        extra={"compile_s": t_compile, "loss_compiled": first[0], "loss_eager": first[1]},
     )
 
 

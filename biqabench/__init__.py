@@ -33,7 +33,7 @@ class _Package(_types.ModuleType):
 _sys.modules[__name__].__class__ = _Package
 
 __all__ = ["BiqaError", "create_backbone", "create_head", "load_weights", "pretrain", "evaluate",
-           "load_model", "predict", "test_model", "export_model", "get_runtime", "registry", "__version__"]
+           "load_model", "predict", "test_model", "export_run", "get_runtime", "registry", "__version__"]
 
 
 def __getattr__(name):  # lazy: importing biqabench stays cheap (no torch until needed)
@@ -61,7 +61,7 @@ def __getattr__(name):  # lazy: importing biqabench stays cheap (no torch until 
     if name == "test_model":
         from biqabench.zeroshot import test_model
         return test_model
-    if name == "export_model":
+    if name == "export_run":
         from biqabench.export import export_run
         return export_run
     if name == "get_runtime":

@@ -137,6 +137,7 @@ def pretrain(
     run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
     nan_policy: str = typer.Option("stop", help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
+    compile: bool = typer.Option(False, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
 ) -> None:
     """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
     from biqabench.pretrain import pretrain as run_pretrain
@@ -145,7 +146,7 @@ def pretrain(
     rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
                        patch_size=patch_size, config=str(config) if config else None, resume=resume,
                        device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
-                       progress=not no_progress, nan_policy=nan_policy)
+                       progress=not no_progress, nan_policy=nan_policy, compile=compile)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 

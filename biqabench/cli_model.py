@@ -16,7 +16,7 @@ def _score(inputs: list[str], model: str, output: Optional[Path], skip_bad: bool
            split: int, progress: bool) -> None:
     from biqabench import io
     from biqabench.model import load_model
-    from biqabench.scoring import report, score_paths
+    from biqabench.scoring import score_paths
 
     m = load_model(model, device=device, precision=precision, split=split)
     df = score_paths(m, inputs, skip_bad=skip_bad, progress=progress)
@@ -25,7 +25,7 @@ def _score(inputs: list[str], model: str, output: Optional[Path], skip_bad: bool
         typer.echo(f"wrote {len(df)} rows to {output}")
     else:
         typer.echo(df.to_csv(index=False), nl=False)
-    typer.echo(report(df, m), err=True)
+    typer.echo(df.attrs["report"], err=True)
 
 
 def register(app: typer.Typer) -> None:

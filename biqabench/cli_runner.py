@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
         precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
         workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
+        compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
         nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
         resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder)."),
         run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
@@ -43,7 +44,8 @@ def register(app: typer.Typer) -> None:
         overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
                          test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
                          splits=splits, seed=seed, protocol=protocol, recipe=recipe, data_root=data_root, skip_bad=skip_bad,
-                         device=device, precision=precision, workers=workers, nan_policy=nan_policy)
+                         device=device, precision=precision, workers=workers, nan_policy=nan_policy,
+                         compile=compile)
         if resume:
             run = evaluate(resume=resume, progress=not no_progress)
         else:

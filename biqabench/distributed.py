@@ -9,6 +9,8 @@ no-op, so single-process code calls them unconditionally.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import os
 from datetime import timedelta
@@ -60,7 +62,7 @@ def process_group(runtime: Runtime) -> Iterator[Runtime]:
     if runtime.device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        runtime = Runtime(torch.device("cuda", local), runtime.precision)
+        runtime = dataclasses.replace(runtime, device=torch.device("cuda", local))
     try:
         yield runtime
     finally:

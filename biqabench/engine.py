@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from biqabench import checkpoint as ckpt
 from biqabench import distributed
+from biqabench.data.patches import normalise_batch
 from biqabench.device import Runtime
 from biqabench.divergence import NanGuard
 from biqabench.errors import BiqaError
@@ -136,6 +137,7 @@ def train_head(
         objective = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
 
+    objective = runtime.compiled(objective)  # --compile; the eager path otherwise
     for epoch in range(start_epoch, recipe.epochs):
         if hasattr(train_data, "set_epoch"):
             train_data.set_epoch(epoch)
@@ -155,7 +157,7 @@ def train_head(
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
         for batch, (x, mos, _) in enumerate(bar):
-            x, mos = _to_device(x, runtime), mos.to(runtime.device)
+            x, mos = _to_device(x, runtime), mos.to(runtime.device)  # uint8 patches: normalised on the device
             with runtime.autocast():
                 loss = objective(x, mos)
             if guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
@@ -220,10 +222,10 @@ class _Objective(torch.nn.Module):
 
 
 def _to_device(x, runtime: Runtime):
-    """A patch batch, or a list of cached feature batches, on the run's device."""
+    """A uint8 patch batch (normalised on the device), or a list of cached feature batches, on the run's device."""
     if isinstance(x, (list, tuple)):
         return [runtime.to(t) for t in x]
-    return runtime.to(x)
+    return normalise_batch(runtime.to(x))
 
 
 def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:

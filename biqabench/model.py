@@ -265,17 +265,21 @@ def _decode(path: Path, resize: int) -> np.ndarray:
     return decode_array(path, resize)
 
 
-def prefetch(items: list, fn: Callable, depth: int = 4) -> Iterator[tuple[int, Any]]:
-    """``(i, fn(items[i]))`` in order, computed ``depth`` ahead in one thread (PIL decodes
-    without the GIL, so decoding overlaps the forward passes); a :class:`BiqaError` raised by
-    ``fn`` is yielded as the value, so the caller decides whether it stops the run."""
+def prefetch(items: list, fn: Callable, workers: int | None = None) -> Iterator[tuple[int, Any]]:
+    """``(i, fn(items[i]))`` in order, computed ahead in ``workers`` threads (default: up to 4,
+    one per core; PIL decodes without the GIL, so decoding overlaps the forward passes); a
+    :class:`BiqaError` raised by ``fn`` is yielded as the value, so the caller decides whether it
+    stops the run.  At most ``2 * workers`` decoded images wait, so memory stays flat."""
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    depth = 2 * workers
+
     def safe(item):
         try:
             return fn(item)
         except BiqaError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque = deque()
         it = iter(enumerate(items))
         for i, item in it:

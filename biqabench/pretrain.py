@@ -34,6 +34,7 @@ class PretrainRequest:
     store: WeightsStore = field(default_factory=WeightsStore)
     progress: bool = True
     nan_policy: str = "stop"           # a NaN/Inf loss: stop | skip the step (see biqabench.divergence)
+    compile: bool = False              # torch.compile the training step (see biqabench.device)
 
 
 @dataclass

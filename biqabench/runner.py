@@ -62,6 +62,7 @@ class EvalConfig:
     skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
     device: str = "auto"
     precision: str = "auto"
+    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
     nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
@@ -210,7 +211,7 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
         cfg = config if isinstance(config, EvalConfig) else load_eval_config(config, **overrides)
     if cfg.protocol == "linear-probe":  # frozen features + ridge: biqabench.probe (no SGD epochs)
         return _linear_probe(cfg, folder.path if folder is not None else run_dir, progress)
-    with distributed.process_group(get_runtime(cfg.device, cfg.precision)) as runtime:
+    with distributed.process_group(get_runtime(cfg.device, cfg.precision, compile=cfg.compile)) as runtime:
         return _evaluate(cfg, runtime, folder, run_dir, started, progress and distributed.is_main()).path
 
 
@@ -296,7 +297,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
                 else:
                     train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
                                             train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                            vflip=recipe.vflip)
+                                            vflip=recipe.vflip, as_uint8=True)
                 validate = None
                 if len(split.val) >= 3:
                     val_mos = train_table.mos_norm[split.val]

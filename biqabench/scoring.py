@@ -48,14 +48,18 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 
 def score_paths(model, inputs: list[str | Path], *, skip_bad: bool = False, progress: bool = True) -> pd.DataFrame:
     """One row per input file: image, pred (native scale), pred_norm (0..1, higher better),
-    scale, note (upscaled...), error (why there is no score)."""
+    scale, note (upscaled...), error (why there is no score); ``df.attrs`` holds the
+    :func:`report` text and the ``outside_scale`` count."""
     files = collect_images(inputs)
     scored = model.score_files(files, skip_bad=skip_bad, progress=progress, desc="score")
     pred = np.asarray([s.pred for s in scored], dtype=np.float64)
-    return pd.DataFrame({
+    df = pd.DataFrame({
         "image": [s.image for s in scored], "pred": pred, "pred_norm": model.info.to_norm(pred),
         "scale": model.info.scale_text(), "note": [s.note for s in scored], "error": [s.error for s in scored],
     })
+    df.attrs["report"] = report(df, model)  # the summary `score` prints (skipped, upscaled, outside the scale)
+    df.attrs["outside_scale"] = outside_scale(pred, model.info.scale)
+    return df
 
 
 def outside_scale(pred: np.ndarray, scale: tuple[float, float]) -> int:

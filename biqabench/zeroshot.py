@@ -38,7 +38,7 @@ def _manifest(model, tables: dict, source: str) -> dict:
     return {
         "kind": "test", "protocol": "zero-shot", "head": info.head, "weights": info.weights or "-",
         "backbone": info.backbone or "-", "model_source": source, "model": info.to_json(),
-        "train": info.train_set or "-", "test": list(tables), "splits": 1, "seeds": [info.seed],
+        "train": info.train_set, "test": list(tables), "splits": 1, "seeds": [info.seed],
         "device": str(model.device), "precision": model.precision,
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
@@ -102,6 +102,9 @@ def test_model(model, tests: list[str] | str, *, data_root: str | None = None, s
         raise
     _finalize(folder, manifest, started)
     return folder.path
+
+
+test_model.__test__ = False  # a library function, not a test for pytest to collect
 
 
 def _finalize(folder, manifest: dict, started: float) -> None:

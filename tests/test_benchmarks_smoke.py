@@ -147,6 +147,15 @@ def test_scoring_benchmark_agrees_and_builds_pyiqa_offline():
 
 
 @pytest.mark.slow
+def test_score_command_benchmark_runs_offline_on_files():
+    import bench_score_command
+
+    r = bench_score_command.measure(n_images=2, chunk=2, precision="fp32", progress=False, fit_with=8)
+    _sane(r)
+    assert r.extra["images"] == 2 and r.extra["srcc_vs_fp32"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
 def test_memory_benchmark_in_fresh_processes():
     import bench_memory
 

@@ -112,3 +112,19 @@ def test_bad_data_settings_name_the_key(tmp_path, bad):
 
     with pytest.raises(BiqaError, match=next(iter(bad))):
         load_config(None, bad)
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: minutes on a small CPU
+def test_compiled_qpt_step_equals_the_eager_step():
+    from biqabench.device import get_runtime
+    from biqabench_plugins.qpt.pretrainer import QPTConfig, QPTTrainer
+
+    cfg = QPTConfig(batch_size=4, crop_size=32, patch_size=16, queue_size=32, embed_dim=16)
+    crops = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for compile_ in (False, True):
+        rt = get_runtime("cpu", "fp32", compile=compile_)
+        trainer = QPTTrainer.build("tiny", cfg, rt, total_steps=4)
+        assert (trainer.forward is trainer.model) != compile_
+        losses[compile_] = [trainer.step(trainer.make_batch(crops, s), s)["loss"] for s in range(2)]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4, abs=1e-5)

@@ -118,9 +118,10 @@ def _kill_and_resume(args: list, resume_args: list, folder: Path, env: dict, rea
     write) wait until ``ready()``, kill, and start ``resume_args``; finally let it finish."""
     proc = spawn(args, env)
     for when in kills:
+        left = set(folder.rglob(".checkpoint.pt.*.tmp"))  # an earlier kill's leftovers do not count
         wait_for(ready, proc, "the run to have something to resume")
         if when == "write":
-            wait_for(lambda: in_write(folder), proc, "a checkpoint write")
+            wait_for(lambda: set(folder.rglob(".checkpoint.pt.*.tmp")) - left, proc, "a checkpoint write")
         else:
             t0 = time.time()
             while time.time() - t0 < when and proc.poll() is None:

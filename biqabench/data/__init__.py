@@ -25,6 +25,7 @@ _EXPORTS = {
     "content_overlap": "splits",
     "ImageCache": "cache", "default_cache_folder": "cache",
     "PatchDataset": "patches", "image_patches": "patches", "crop_boxes": "patches", "normalise": "patches",
+    "normalise_batch": "patches",
     "read_image": "images", "decode_array": "images", "check_image": "images",
     "IMAGENET_MEAN": "images", "IMAGENET_STD": "images",
 }

@@ -189,6 +189,7 @@ class QPTTrainer:
         self.optimizer = runtime.optimizer(torch.optim.SGD, params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                            weight_decay=cfg.optim.weight_decay)
         self.scaler = runtime.grad_scaler()
+        self.forward = runtime.compiled(model)  # --compile: the same parameters, a compiled step
         self.guard = NanGuard(where="QPT", hint="lower optim.lr or use --precision fp32")
         self.kept: str | None = None  # "the last good checkpoint (step N) is kept at ...", once one exists
         self.encode_query = None
@@ -251,8 +252,8 @@ class QPTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         _, _, cpu_gen = self.generators(step)
         with self.runtime.autocast():
-            loss, stats = self.model(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
-                                     encode_query=self.encode_query)
+            loss, stats = self.forward(batch.query, batch.key_pos, batch.key_deg, cpu_gen,
+                                       encode_query=self.encode_query)
         if self.guard.skip(loss, f"step {step + 1}", self.kept):
             return None
         self.scaler.scale(loss).backward()
@@ -376,7 +377,7 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
     ``on_step(step, stats)`` is called after every step (tests use it to interrupt a run).
     """
     cfg = config_for_request(request)
-    runtime = get_runtime(request.device, request.precision)
+    runtime = get_runtime(request.device, request.precision, compile=request.compile)
     threads_before = torch.get_num_threads()
     with distributed.process_group(runtime) as runtime:
         try:
@@ -395,7 +396,8 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
 
 
 def run_folder(request: PretrainRequest) -> Path:
-    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{request.backbone}"
+    folder = f"qpt-{request.backbone.replace('/', '--')}"  # timm/resnet50: one folder, not two
+    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / folder
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,

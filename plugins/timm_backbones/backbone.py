@@ -34,6 +34,7 @@ from biqabench.backbones import Backbone
 from biqabench.errors import BiqaError
 
 PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)  # plain ViT: resampling of the four block outputs
+DYNAMIC = ("dynamic_img_size", "dynamic_img_pad")  # timm options for any input size, where a model has them
 
 
 def import_timm():
@@ -91,12 +92,16 @@ def create_timm_model(model_name: str, **kwargs) -> torch.nn.Module:
         if kwargs.pop(key, None):
             raise BiqaError(f"timm backbone {model_name!r}: {key} is not an option here; weights come "
                             "through --weights (imagenet, a pretrainer name, or a file)")
-    try:  # ViT / Swin: interpolate position embeddings and masks for any patch size
-        return timm.create_model(model_name, pretrained=False, dynamic_img_size=True, **kwargs)
-    except TypeError as exc:
-        if "dynamic_img_size" not in str(exc):
-            raise
-    return timm.create_model(model_name, pretrained=False, **kwargs)
+    # ViTs: interpolate position embeddings and pad to whole patches (patch 14 at 96 px); Swin:
+    # build attention masks per input size.  Models without these options take them as errors.
+    for extra in (DYNAMIC, DYNAMIC[:1], ()):
+        try:
+            return timm.create_model(model_name, pretrained=False, **dict.fromkeys(extra, True), **kwargs)
+        except TypeError as exc:
+            if not any(k in str(exc) for k in extra):
+                raise BiqaError(f"timm model {model_name!r} does not take these options {sorted(kwargs)}: "
+                                f"{exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class TimmBackbone(Backbone):
@@ -115,10 +120,17 @@ class TimmBackbone(Backbone):
         self.plan = plan
         self.channels, self.strides = plan.channels, plan.strides
         self.input_size = tuple(net.pretrained_cfg.get("input_size", (3, 224, 224)))
-        if getattr(net, "dynamic_img_size", None) is False:  # a fixed-size transformer: probe at its size
+        self.fixed_size = getattr(net, "dynamic_img_size", None) is False or any(
+            getattr(m, "strict_img_size", False) for m in net.modules())
+        if self.fixed_size:  # e.g. MLP-Mixer, CoaT: only their own input size; probe at it
             self.probe_size = int(self.input_size[-1])
+        elif plan.pyramid:  # 4x4 tokens: whole patches (patch 14 -> 56 px), a 2x2 last map
+            self.probe_size = int(round(4 * plan.strides[2]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.fixed_size and tuple(x.shape[-2:]) != tuple(self.input_size[-2:]):
+            raise BiqaError(f"timm model {self.model_name!r} takes only {self.input_size[-1]} px inputs, got "
+                            f"{tuple(x.shape[-2:])}; use a recipe with patch_size {self.input_size[-1]}")
         feats = self.model.forward_intermediates(x, indices=list(self.plan.indices), intermediates_only=True)
         feats = [f.permute(0, 3, 1, 2) if f.shape[1] != c and f.shape[-1] == c else f  # NHWC -> NCHW
                  for f, c in zip(feats, self.channels)]

@@ -15,6 +15,7 @@ found is then read by :func:`biqabench.weights.read_state_dict` like any ``--wei
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def _hf_file(model_name: str, repo_id: str, filename: str | None) -> Path:
         hit = try_to_load_from_cache(repo_id, name, cache_dir=cache)
         if isinstance(hit, str):
             return Path(hit)
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its retry warnings would break the one-line error offline
     try:
         return Path(hf_hub_download(repo_id, names[0], cache_dir=cache))
     except Exception as exc:  # noqa: BLE001 - offline, proxy, missing file...
@@ -74,6 +78,8 @@ def _hf_file(model_name: str, repo_id: str, filename: str | None) -> Path:
             f"(or in the Hugging Face cache {cache or '~/.cache/huggingface/hub'}, e.g. "
             f"`huggingface-cli download {repo_id} {names[0]}`), or pass --weights /path/to/{names[0]}"
         ) from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _url_file(model_name: str, url: str) -> Path:
