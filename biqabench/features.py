@@ -38,8 +38,11 @@ Box = tuple[int, int, bool]  # (top, left, hflip)
 
 
 def backbone_fingerprint(model: IQAHead) -> tuple[float, ...]:
-    """A cheap identity of the backbone's weights and BatchNorm statistics (sums per tensor)."""
-    return tuple(float(t.detach().double().sum()) for t in model.backbone.state_dict().values()
+    """A cheap identity of the backbone's weights and BatchNorm statistics (sums per tensor).
+
+    Summed in one memory layout (``contiguous``): ``train_head`` moves the model to channels_last,
+    which must not look like another backbone (the summation order would change the last bits)."""
+    return tuple(float(t.detach().cpu().contiguous().double().sum()) for t in model.backbone.state_dict().values()
                  if t.is_floating_point())
 
 

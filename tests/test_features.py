@@ -118,6 +118,9 @@ def test_frozen_backbones_are_the_same_in_every_split():
     torch.manual_seed(2)
     two = build_model(cfg, spec, recipe, None)
     assert backbone_fingerprint(one) == backbone_fingerprint(two)
+    big = build_model(_config(backbone="resnet18"), spec, recipe, None)
+    before = backbone_fingerprint(big)
+    assert backbone_fingerprint(big.to(memory_format=torch.channels_last)) == before  # as train_head moves it
     head_one = [p for p in one.head_parameters()][0]
     head_two = [p for p in two.head_parameters()][0]
     assert not torch.equal(head_one, head_two)  # heads still start from the split's seed
