@@ -120,7 +120,7 @@ def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, se
 
 
 def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8, workers: int = 2, seed: int = 0,
-                     progress: bool = True, profile: bool = False) -> Result:
+                     progress: bool = True, profile: bool = False, precision: str = "auto") -> Result:
     """Phase times of the real loop; the row's figure is the share of step time spent on data.
 
     The loop is ``run_qpt``'s: a DataLoader over :class:`StepBatches` whose workers build whole
@@ -134,7 +134,7 @@ def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8
 
     say = print if progress else (lambda *a, **k: None)
     cfg = _config(batch, workers)
-    runtime = get_runtime("cpu", "bf16")
+    runtime = get_runtime("cpu", precision)  # auto: what `pretrain qpt` picks on this CPU
     trainer = QPTTrainer.build(backbone, cfg, runtime, total_steps=steps + 1, seed=seed)
     paths = qdata.list_images(default_data())
     loader = torch.utils.data.DataLoader(
@@ -183,7 +183,7 @@ def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8
         reference_label="target share",
         notes=f"per step: waiting on the loader {wait / steps * 1e3:.0f} ms, normalising {prep / steps * 1e3:.0f} ms, "
               f"model step {comp / steps * 1e3:.0f} ms; {cfg.negative_degradations + 1} degradations of "
-              f"{cfg.crop_size} px crops per image, built in {workers} niced worker(s)",
+              f"{cfg.crop_size} px crops per image, built in {workers} niced worker(s); {runtime.precision}",
         extra=extra,
     )
 

@@ -157,12 +157,18 @@ def study_plot(table, path: Path, title: str) -> Path:
     fig = Figure(figsize=(6, 3.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for size, t in table.groupby("probe size"):
+    by = ["run", "probe size"] if "run" in table.columns else ["probe size"]
+    for key, t in table.groupby(by):
         x = t["step"].to_numpy()
         y = t["SRCC median"].to_numpy()
         err = np.vstack([y - t["CI low"].to_numpy(), t["CI high"].to_numpy() - y])
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"probe at {size} px")
-    ax.set_xscale("symlog", linthresh=max(1, int(table["step"][table["step"] > 0].min() or 1)))
+        label = f"{key[0]}, probe at {key[1]} px" if len(by) == 2 else f"probe at {key[0]} px"
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+    steps = sorted(int(v) for v in table["step"].unique())
+    ax.set_xscale("symlog", linthresh=max(1, min([v for v in steps if v > 0] or [1])))
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(v) for v in steps])
+    ax.minorticks_off()
     ax.set_xlabel("QPT pretraining steps (0 = the random initialisation)")
     ax.set_ylabel("clive-dev probe SRCC (median, 95% CI)")
     ax.set_title(title, fontsize=9)
@@ -195,6 +201,17 @@ def probe_main(a, out: Path) -> int:
     return 0
 
 
+def combine(folders: list[Path], plot: Path) -> "object":
+    """One table and one plot of several study folders (each labelled by its folder name)."""
+    import pandas as pd
+
+    table = pd.concat([pd.read_csv(Path(f) / "study.csv").assign(run=Path(f).name) for f in folders],
+                      ignore_index=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    study_plot(table, plot, "QPT ResNet-18 on imagenet-sample: clive-dev probe SRCC vs steps")
+    return table
+
+
 def _parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs (YAML values; dotted keys nest: optim.lr=0.01)."""
     import yaml
@@ -219,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--first", type=int, default=25, help="first snapshot after step 0; then doubling")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True, help="study folder (snapshots, table, plot)")
+    ap.add_argument("--out", help="study folder (snapshots, table, plot)")
+    ap.add_argument("--combine", nargs="+", metavar="FOLDER", help="plot these study folders together "
+                    "into --plot (nothing is trained or probed)")
+    ap.add_argument("--plot", default="study.png", help="with --combine: the figure to write")
     ap.add_argument("--probe-set", default="clive", help="dataset the snapshots are probed on")
     ap.add_argument("--probe-root", default=str(SHARED / "clive-dev"), help="its folder")
     ap.add_argument("--probe-size", type=int, nargs="+", default=[384],
@@ -229,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-only", action="store_true")
     ap.add_argument("--probe-only", action="store_true", help="probe the snapshots already in --out")
     a = ap.parse_args(argv)
+    if a.combine:
+        from biqabench.results import render
+
+        print(render(combine([Path(f) for f in a.combine], Path(a.plot)), "markdown"))
+        return 0
+    if not a.out:
+        ap.error("--out is required (or --combine)")
     out = Path(a.out)
     if not a.probe_only:
         pretrain_snapshots(a.backbone, a.config, Path(a.data), a.steps, a.first, out, a.seed,

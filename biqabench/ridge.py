@@ -24,25 +24,38 @@ ALPHAS = tuple(float(a) for a in np.logspace(-3, 7, 21))
 
 @dataclass
 class RidgePath:
-    """A ridge fit of the training rows for all alphas (the SVD of the standardised matrix)."""
+    """A ridge fit of the training rows for all alphas (the SVD of the standardised matrix A).
+
+    With more features than rows (the probe's case) the right singular vectors are never formed:
+    a new row's projection is ``(b A^T) U / s``, so a fit costs one Gram matrix and one
+    eigendecomposition, and a prediction one kernel row per new row.
+    """
 
     mean: np.ndarray
     scale: np.ndarray
     y_mean: float
-    vt: np.ndarray      # (r, d)
-    s: np.ndarray       # (r,)
-    uty: np.ndarray     # (r,) = U^T (y - y_mean)
+    s: np.ndarray               # (r,) singular values kept
+    uty: np.ndarray             # (r,) = U^T (y - y_mean)
+    vt: np.ndarray | None = None  # (r, d) right singular vectors (primal case)
+    a: np.ndarray | None = None   # (n, d) standardised training rows (dual case)
+    u: np.ndarray | None = None   # (n, r) left singular vectors (dual case)
+
+    def _proj(self, x: np.ndarray) -> np.ndarray:
+        b = (np.asarray(x, dtype=float) - self.mean) / self.scale
+        if self.vt is not None:
+            return b @ self.vt.T
+        return ((b @ self.a.T) @ self.u) / self.s
 
     def predict(self, x: np.ndarray, alphas) -> np.ndarray:
         """Predictions (n, len(alphas)) for rows ``x`` (raw features)."""
         alphas = np.asarray(alphas, dtype=float)
-        proj = ((np.asarray(x, dtype=float) - self.mean) / self.scale) @ self.vt.T       # (n, r)
         factors = self.s[:, None] / (self.s[:, None] ** 2 + alphas[None, :])            # (r, A)
-        return proj @ (factors * self.uty[:, None]) + self.y_mean
+        return self._proj(x) @ (factors * self.uty[:, None]) + self.y_mean
 
     def coef(self, alpha: float) -> np.ndarray:
         """Weights on the *standardised* features for one alpha (for checks and inspection)."""
-        return self.vt.T @ (self.s / (self.s ** 2 + alpha) * self.uty)
+        vt = self.vt if self.vt is not None else (self.u.T @ self.a) / self.s[:, None]
+        return vt.T @ (self.s / (self.s ** 2 + alpha) * self.uty)
 
 
 def fit_path(x: np.ndarray, y: np.ndarray) -> RidgePath:
@@ -63,16 +76,13 @@ def fit_path(x: np.ndarray, y: np.ndarray) -> RidgePath:
     if a.shape[1] >= a.shape[0]:
         evals, u = np.linalg.eigh(a @ a.T)
         keep = evals > max(evals.max(), 0.0) * 1e-10
-        s = np.sqrt(evals[keep])
-        vt = (u[:, keep].T @ a) / s[:, None]
-        uty = u[:, keep].T @ yc
-    else:
-        evals, v = np.linalg.eigh(a.T @ a)
-        keep = evals > max(evals.max(), 0.0) * 1e-10
-        s = np.sqrt(evals[keep])
-        vt = v[:, keep].T
-        uty = (vt @ (a.T @ yc)) / s
-    return RidgePath(mean, scale, y_mean, vt, s, uty)
+        u = u[:, keep]
+        return RidgePath(mean, scale, y_mean, np.sqrt(evals[keep]), u.T @ yc, a=a, u=u)
+    evals, v = np.linalg.eigh(a.T @ a)
+    keep = evals > max(evals.max(), 0.0) * 1e-10
+    s = np.sqrt(evals[keep])
+    vt = v[:, keep].T
+    return RidgePath(mean, scale, y_mean, s, (vt @ (a.T @ yc)) / s, vt=vt)
 
 
 def fold_ids(groups, folds: int, seed: int = 0) -> np.ndarray:

@@ -35,3 +35,11 @@ def test_study_table_pairs_each_step_with_step_zero():
     assert t.loc[50, "Wilcoxon p"] == pytest.approx(wilcoxon(better, base).pvalue) and t.loc[50, "Wilcoxon p"] < 0.01
     assert t.loc[25, "Wilcoxon p"] > 0.05
     assert np.isnan(t.loc[0, "delta vs step 0"])
+
+
+def test_the_photos_preset_loads_with_the_studied_settings():
+    from biqabench_plugins.qpt.pretrainer import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "qpt_pretrain_cpu_photos.yaml")
+    assert (cfg.crop_size, cfg.patch_size, cfg.negative_degradations) == (256, 128, 1)
+    assert cfg.degradation.preserve_size and cfg.degradation.order_probs == [0.25, 0.5, 0.25]

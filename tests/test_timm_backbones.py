@@ -66,6 +66,9 @@ def test_four_nchw_maps_at_the_declared_channels_and_strides(backbones, family):
         feats = b(torch.randn(2, 3, 96, 96))
     assert [tuple(f.shape) for f in feats] == [(2, c, 96 // s, 96 // s) for c, s in zip(b.channels, b.strides)]
     assert all(f.is_floating_point() and torch.isfinite(f).all() for f in feats)
+    trained = copy.deepcopy(b).train()  # the classifier is pruned: DDP finds no unused parameter
+    sum(f.mean() for f in trained(torch.randn(2, 3, 64, 64))).backward()
+    assert [k for k, p in trained.named_parameters() if p.grad is None] == []
 
 
 def test_any_timm_name_resolves_on_demand_and_typos_still_suggest():
@@ -213,6 +216,9 @@ def test_pretrain_qpt_two_steps_then_the_weights_load_by_name(tmp_path, backbone
     assert code == 0 and f"saved qpt weights for {backbone}" in out
     b = create_backbone(backbone, weights="qpt")
     assert b.name == backbone
+    from biqabench.paths import results_root
+
+    assert (results_root() / "pretrain" / f"qpt-{backbone.replace('/', '--')}").is_dir()  # one folder per backbone
 
 
 def test_patch14_vits_pad_to_whole_patches_and_keep_four_strides():
@@ -232,3 +238,14 @@ def test_models_that_cannot_serve_a_head_fail_in_one_line():
         fixed(torch.randn(1, 3, 96, 96))
     with pytest.raises(BiqaError, match="'mixer_s16_224' does not take these options.*num_blocks"):
         create_backbone("mixer_s16_224", num_blocks=4)  # the entry point fixes it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head, backbone", [("hyperiqa", "mobilevit_xs"), ("tres", "convnext_atto")])
+def test_eval_on_the_embedded_default_with_a_timm_backbone(tmp_path, capsys, head, backbone):
+    from conftest import invoke_cli
+
+    code, out, err = invoke_cli(capsys, "eval", "--head", head, "--backbone", backbone, "--weights", "random",
+                                "--splits", "1", "--workers", "0", "--no-progress", "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.csv").is_file() and backbone in (tmp_path / "run" / "config.yaml").read_text()

@@ -396,7 +396,8 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
 
 
 def run_folder(request: PretrainRequest) -> Path:
-    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / f"qpt-{request.backbone}"
+    folder = f"qpt-{request.backbone.replace('/', '--')}"  # timm/resnet50: one folder, not two
+    return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / folder
 
 
 def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, world: int,
