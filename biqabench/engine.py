@@ -86,7 +86,8 @@ def train_head(
     stop_flag: Callable[[], bool] | None = None,
     nan_policy: str = "stop",
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train_data`` (a PatchDataset) for ``recipe.epochs`` epochs.
+    """Fine-tune ``model`` on ``train_data`` (a PatchDataset, or a :class:`biqabench.features.FeatureSet`
+    of cached frozen-backbone features: then only the head runs) for ``recipe.epochs`` epochs.
 
     After every epoch ``validate(model)`` (SRCC on a validation part of the train split) picks the
     best epoch; its weights are returned in ``best_state``.  With ``checkpoint`` set, the state after
@@ -185,7 +186,7 @@ class _Training:
         bar = tqdm(loader, desc=f"{self.desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
         for batch, (x, mos, _) in enumerate(bar):
-            x, mos = normalise_batch(runtime.to(x)), mos.to(runtime.device)  # uint8 patches: on the device
+            x, mos = _to_device(x, runtime), mos.to(runtime.device)  # uint8 patches: normalised on the device
             with runtime.autocast():
                 loss = objective(x, mos)
             if self.guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
@@ -194,7 +195,7 @@ class _Training:
             self.scaler.scale(loss).backward()
             self.guard.step(self.scaler, self.optimizer)
             losses.append(loss.item())
-            seen += x.shape[0]
+            seen += mos.shape[0]
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                             patches_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
             if stop_flag is not None and stop_flag():
@@ -247,8 +248,17 @@ class _Objective(torch.nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):  # cached backbone features (biqabench.features.FeatureSet)
+            return self.head.loss_features(list(x), mos)
         return self.head.loss(x, mos)
+
+
+def _to_device(x, runtime: Runtime):
+    """A uint8 patch batch (normalised on the device), or a list of cached feature batches, on the run's device."""
+    if isinstance(x, (list, tuple)):
+        return [runtime.to(t) for t in x]
+    return normalise_batch(runtime.to(x))
 
 
 def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
@@ -322,6 +332,7 @@ def predict_images(
     batch_images: int = 0,
     progress: bool = True,
     desc: str = "predict",
+    total: int | None = None,
 ) -> np.ndarray:
     """Score images: ``images`` yields ``(n, 3, p, p)`` patch stacks, one per image; returns the
     per-image mean of the patch scores (normalised scale).
@@ -331,12 +342,19 @@ def predict_images(
     memory flat with 25 crops per image and still fills the batch with one or two (TReS's 120 M
     transformer weights are read once per forward, so 4-crop batches ran it at a fraction of its
     speed).  With reduced precision the model runs as :func:`inference_model` builds it
-    (BatchNorm folded into the convolutions); fp32 runs the model as it is, the exact reference."""
+    (BatchNorm folded into the convolutions); fp32 runs the model as it is, the exact reference.
+
+    The progress bar counts images *scored* (it moves when a forward pass returns), out of
+    ``total`` (default: ``len(images)`` when it has one): counting images queued showed
+    ``0img`` for the whole run on sets smaller than one batch."""
     model.eval()
     net = inference_model(model, runtime)
     scores: list[float] = []
     pending: list[torch.Tensor] = []
     waiting = 0
+    if total is None and hasattr(images, "__len__"):
+        total = len(images)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="img")
 
     def flush():
         nonlocal waiting
@@ -348,15 +366,17 @@ def predict_images(
             out = net(batch).float().cpu()
         for chunk in torch.split(out, sizes):
             scores.append(float(chunk.mean()))
+        bar.update(len(pending))
         pending.clear()
         waiting = 0
 
-    for patches in tqdm(images, desc=desc, disable=not progress, leave=False, unit="img"):
+    for patches in images:
         pending.append(patches)
         waiting += patches.shape[0]
         if (batch_patches > 0 and waiting >= batch_patches) or (batch_images > 0 and len(pending) >= batch_images):
             flush()
     flush()
+    bar.close()
     return np.asarray(scores, dtype=np.float64)
 
 

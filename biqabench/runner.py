@@ -154,7 +154,7 @@ def score_table(model: IQAHead, table, indices, cache, recipe: TrainRecipe, runt
     """Normalised scores (0..1, higher better) for ``table``'s images at ``indices``."""
     indices = np.asarray(indices, dtype=int)
     return predict_images(model, _image_patch_stream(table, indices, cache, recipe, seed), runtime,
-                          progress=progress, desc=desc)
+                          progress=progress, desc=desc, total=len(indices))
 
 
 def dataset_cache(table, recipe: TrainRecipe, workers: int):
@@ -168,8 +168,17 @@ def dataset_cache(table, recipe: TrainRecipe, workers: int):
 
 
 def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None) -> IQAHead:
-    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation)."""
-    backbone = create_backbone(cfg.backbone)
+    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation).
+
+    A frozen backbone is initialised from the run seed, not the split's, so that every split
+    holds the same one and cached features (``recipe.cache_features``) serve them all; the head
+    still starts from the split's random stream."""
+    if recipe.freeze_backbone:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            backbone = create_backbone(cfg.backbone)
+    else:
+        backbone = create_backbone(cfg.backbone)
     if weights is not None:
         weights.load_into(backbone)
     return create_head(spec.name, backbone, recipe=recipe)
@@ -237,6 +246,7 @@ class _Plan:
     splits: list
     workers: int
     caches: dict
+    scorer: Any = None  # _Scorer: from cached features for a frozen backbone, else the model on crops
 
     @property
     def train_name(self) -> str:
@@ -261,6 +271,10 @@ def _plan(cfg: EvalConfig, runtime: Runtime) -> _Plan:
     caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
     return _Plan(cfg, runtime, spec, recipe, recipe_source, recipe_preset, weights, train_table, test_tables,
                  split_list, workers, caches)
+
+
+def _with_scorer(plan: _Plan, progress: bool) -> _Plan:
+    return dataclasses.replace(plan, scorer=_Scorer(plan.recipe, plan.runtime, plan.caches, progress, plan.cfg.seed))
 
 
 def _manifest(plan: _Plan) -> dict:
@@ -289,7 +303,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     from biqabench.interrupt import sigterm_as_interrupt
 
     main = distributed.is_main()
-    plan = _plan(cfg, runtime)
+    plan = _with_scorer(_plan(cfg, runtime), progress)
     if folder is None and main:
         label = f"{cfg.head}-{plan.weights.label}-{cfg.backbone}"
         folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
@@ -347,15 +361,18 @@ def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
     seed = cfg.seed + k
     torch.manual_seed(seed)
     model = build_model(cfg, plan.spec, recipe, plan.weights)
-    train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
-                            cache=cache, hflip=recipe.hflip, vflip=recipe.vflip, as_uint8=True)
+    scorer = plan.scorer
+    if scorer.store is not None:  # frozen backbone: its features of fixed crops, computed once
+        train_ds = scorer.store.train_set(model, table, split.train, cache, recipe, seed=cfg.seed)
+    else:
+        train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
+                                cache=cache, hflip=recipe.hflip, vflip=recipe.vflip, as_uint8=True)
     validate = None
     if len(split.val) >= 3:
         val_mos = table.mos_norm[split.val]
 
         def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
-            pred = score_table(m, table, _idx, cache, recipe, plan.runtime, seed=_seed, progress=False)
-            return srcc(pred, _mos)
+            return srcc(scorer(m, table, _idx, seed=_seed, desc="val", progress=False), _mos)
 
     result = train_head(model, train_ds, recipe, plan.runtime, validate=validate, seed=seed,
                         checkpoint=folder.checkpoint_path(k), workers=plan.workers, progress=progress,
@@ -371,8 +388,7 @@ def _score_split(plan: _Plan, k: int, split, model: IQAHead, progress: bool) -> 
     for name, kind, table, idx in sets:
         if len(idx) == 0:
             continue
-        pred_norm = score_table(model, table, idx, plan.caches[name], plan.recipe, plan.runtime, seed=plan.cfg.seed,
-                                progress=progress, desc=f"split {k + 1} test {name}")
+        pred_norm = plan.scorer(model, table, idx, seed=plan.cfg.seed, desc=f"split {k + 1} test {name}")
         p, r = _metrics_rows(k, plan.train_name, name, kind, table, idx, pred_norm)
         preds += p
         rows.append(r)
@@ -387,6 +403,37 @@ def _write_split(plan: _Plan, folder: RunFolder, k: int, model: IQAHead, result,
         folder.save_model(model.state_dict())
     folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
     folder.remove_checkpoint(k)
+def outside_scale_counts(predictions: pd.DataFrame, manifest: dict) -> dict:
+    """Per test set: how many predictions (all splits) fall outside the dataset's native scale.
+    A fine-tuned head is not bounded, so a 0..100 set can get a 103; that is counted, not clipped."""
+    from biqabench.scoring import outside_scale
+
+    out = {}
+    for name, group in predictions.groupby("test_set") if len(predictions) else ():
+        scale = manifest["datasets"].get(name, {}).get("scale")
+        if scale:
+            out[str(name)] = {"outside": outside_scale(group["pred"].to_numpy(), tuple(scale)),
+                              "predictions": int(len(group)), "scale": list(scale)}
+    return out
+
+
+class _Scorer:
+    """Normalised scores of a table's images: from cached features when the recipe caches them
+    (``recipe.cache_features``: the same crops as :func:`score_table`, run once per run), else by
+    running the model on the crops."""
+
+    def __init__(self, recipe: TrainRecipe, runtime: Runtime, caches: dict, progress: bool, seed: int):
+        from biqabench.features import FeatureStore
+
+        self.recipe, self.runtime, self.caches, self.progress, self.seed = recipe, runtime, caches, progress, seed
+        self.store = FeatureStore(runtime, progress=progress) if recipe.cache_features else None
+
+    def __call__(self, model: IQAHead, table, idx, *, seed: int, desc: str, progress: bool | None = None):
+        show = self.progress if progress is None else progress
+        if self.store is not None:  # the run seed's crops, so every split reads the same cached ones
+            return self.store.score(model, table, idx, self.caches[table.name], self.recipe, seed=self.seed, desc=desc)
+        return score_table(model, table, idx, self.caches[table.name], self.recipe, self.runtime, seed=seed,
+                           progress=show, desc=desc)
 
 
 def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
@@ -398,6 +445,7 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     folder.write_metrics(metrics)
     predictions = folder.read_predictions()
     folder.write_predictions(predictions)
+    manifest = {**manifest, "outside_scale": outside_scale_counts(predictions, manifest)}
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, history)
     skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
