@@ -14,9 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the user story's two commands, then the same eval from random weights and the paired table
 demo: $(STAMP)
 	$(VENV)/bin/biqabench pretrain qpt --backbone resnet50
 	$(VENV)/bin/biqabench eval --head hyperiqa --weights qpt
+	$(VENV)/bin/biqabench eval --head hyperiqa --weights random
+	$(PY) -m biqabench.results.paired --head hyperiqa --backbone resnet50 --base random --other qpt
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -92,6 +92,13 @@ def results_compare(
     Refuses (naming what differs) when the runs were not tested on the same splits; make the
     second run with `biqabench eval --splits-from FIRST ...`.  Columns are named head/weights/backbone.
     """
+    from biqabench.compare import split_based
+    from biqabench.results import load_run
+
+    if not unpaired and not all(split_based(load_run(r, root)) for r in runs):
+        unpaired = True  # a zero-shot `test` run has no splits to pair: medians side by side
+        if fmt is TableFormat.markdown:
+            typer.echo("(a run without training splits, e.g. `biqabench test`: medians side by side, unpaired)\n")
     if unpaired:
         from biqabench.results import compare_runs
 

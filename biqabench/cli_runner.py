@@ -9,122 +9,126 @@ from typing import Optional
 import typer
 
 
+def eval_command(
+    head: Optional[str] = typer.Option(None, help="IQA head (see: biqabench heads list). Default hyperiqa."),
+    weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default imagenet."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
+    train: Optional[str] = typer.Option(None, help="Dataset to fine-tune on (see: biqabench datasets list). Default: the embedded demo-a."),
+    test: Optional[str] = typer.Option(None, help="Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: demo-b."),
+    splits: Optional[int] = typer.Option(None, help="Number of seeded train/test splits (seed, seed+1, ...). Default 10."),
+    seed: Optional[int] = typer.Option(None, help="First split's seed. Default 0."),
+    splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (splits/split_<k>.csv) exactly: its id, a unique part, or its folder. Needed to compare two runs split by split."),
+    official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official train/val/test split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
+    val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Share of each split's training part held out to pick the epoch (default 0.1; 0: keep the final epoch)."),
+    protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (ridge on frozen features, as `biqabench probe`; no head)."),
+    recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
+    config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
+    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Drop (and log) unreadable or badly labelled images instead of stopping."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
+    plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help="Mapping before PLCC/RMSE (logistic): logistic4 (default) | logistic5 (VQEG)."),
+    compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
+    nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
+    resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
+    run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
+) -> None:
+    """Fine-tune a head on N seeded splits and test it intra- and cross-dataset.
+
+    Writes results/runs/<id>/ with config.yaml, manifest.json, predictions.csv, metrics.csv
+    (SRCC, KRCC, PLCC raw and logistic-mapped, RMSE per split and test set), summary.md and plots.
+    With no datasets named it runs on the embedded demo sets (train demo-a, test demo-b).
+    """
+    from biqabench.runner import evaluate
+
+    overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
+                     test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
+                     splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
+                     val_frac=val_frac, deterministic=deterministic, plcc_fit=plcc_fit, protocol=protocol,
+                     recipe=recipe, data_root=data_root, skip_bad=skip_bad,
+                     device=device, precision=precision, workers=workers, nan_policy=nan_policy,
+                     compile=compile)
+    if resume:
+        run = evaluate(resume=resume, progress=not no_progress)
+    else:
+        run = evaluate(config, run_dir=run_dir, progress=not no_progress, **overrides)
+    from biqabench.results import RunFolder
+
+    typer.echo(RunFolder(run).summary_path.read_text())
+    typer.echo(f"run folder: {run}")
+
+
+def probe_command(
+    weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default random."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
+    train: Optional[str] = typer.Option(None, help="Dataset to fit the ridge on, split by --splits (default: the embedded demo-a)."),
+    test: Optional[str] = typer.Option(None, help="Comma list of datasets scored in full by each split's ridge (cross-dataset)."),
+    splits: Optional[int] = typer.Option(None, help="Number of seeded content-aware splits, as in eval. Default 10."),
+    seed: Optional[int] = typer.Option(None, help="First split's seed (and the seed of random weights). Default 0."),
+    size: Optional[int] = typer.Option(None, help="Shorter side (px) of the whole image fed to the backbone; 0: native. Default 384."),
+    half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help="Add the features of a half-scale copy (CONTRIQUE). Default on."),
+    folds: Optional[int] = typer.Option(None, help="Inner CV folds on the training part that choose alpha. Default 5."),
+    config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
+    data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
+    precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 | auto."),
+    run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
+) -> None:
+    """Linear probe: ridge regression on frozen backbone features (how CONTRIQUE/Re-IQA/ARNIQA judge
+    pretrained weights).
+
+    Each whole image and a half-scale copy go through the frozen backbone once; the mean and std
+    of every stage are cached under $BIQABENCH_CACHE/features (keyed on the weights' sha256), so
+    probing the same weights again extracts nothing. Ridge alpha is chosen by inner CV on each
+    split's training part only. Same splits and run folder as eval: compare with
+    `biqabench results compare RUN_A RUN_B`.
+
+    Example:  biqabench probe --weights random --backbone resnet18 --train clive --data-root ../shared/data
+    """
+    from biqabench.probe import run_probe
+
+    overrides = dict(weights=weights, backbone=backbone, train=train,
+                     test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
+                     splits=splits, seed=seed, size=size, half_scale=half_scale, folds=folds,
+                     data_root=data_root, device=device, precision=precision)
+    run = run_probe(config, run_dir=run_dir, progress=not no_progress, **overrides)
+    typer.echo((run / "summary.md").read_text())
+    typer.echo(f"run folder: {run}")
+
+
+def benchmark_command(
+    matrix: Path = typer.Argument(..., help="Matrix YAML (heads x weights x datasets), e.g. configs/cpu_demo.yaml."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and their status; run nothing."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Run this many jobs in parallel processes."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+) -> None:
+    """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
+    from tabulate import tabulate
+
+    from biqabench.matrix import load_matrix, plan, run_matrix
+
+    m = load_matrix(matrix)
+    planned = plan(m)
+    if dry_run:
+        rows = [{"job": j.key, "head": j.config.head, "weights": j.config.weights,
+                 "train": j.config.datasets()[0], "test": ",".join(j.config.datasets()[1]),
+                 "status": j.status()} for j in planned]
+        typer.echo(tabulate(rows, headers="keys", tablefmt="github"))
+        typer.echo(f"{len(planned)} jobs, {sum(j.status() != 'finished' for j in planned)} to run")
+        return
+    run_matrix(m, jobs=jobs, progress=not no_progress, echo=typer.echo)
+    folder = planned[0].folder.parent
+    typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_command(
-        head: Optional[str] = typer.Option(None, help="IQA head (see: biqabench heads list). Default hyperiqa."),
-        weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default imagenet."),
-        backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
-        train: Optional[str] = typer.Option(None, help="Dataset to fine-tune on (see: biqabench datasets list). Default: the embedded demo-a."),
-        test: Optional[str] = typer.Option(None, help="Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: demo-b."),
-        splits: Optional[int] = typer.Option(None, help="Number of seeded train/test splits (seed, seed+1, ...). Default 10."),
-        seed: Optional[int] = typer.Option(None, help="First split's seed. Default 0."),
-        splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (splits/split_<k>.csv) exactly: its id, a unique part, or its folder. Needed to compare two runs split by split."),
-        official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official train/val/test split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
-        val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Share of each split's training part held out to pick the epoch (default 0.1; 0: keep the final epoch)."),
-        protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (ridge on frozen features, as `biqabench probe`; no head)."),
-        recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
-        config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
-        data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
-        skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Drop (and log) unreadable or badly labelled images instead of stopping."),
-        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-        precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
-        workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
-        deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
-        plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help="Mapping before PLCC/RMSE (logistic): logistic4 (default) | logistic5 (VQEG)."),
-        compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
-        nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
-        resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
-        run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
-    ) -> None:
-        """Fine-tune a head on N seeded splits and test it intra- and cross-dataset.
-
-        Writes results/runs/<id>/ with config.yaml, manifest.json, predictions.csv, metrics.csv
-        (SRCC, KRCC, PLCC raw and logistic-mapped, RMSE per split and test set), summary.md and plots.
-        With no datasets named it runs on the embedded demo sets (train demo-a, test demo-b).
-        """
-        from biqabench.runner import evaluate
-
-        overrides = dict(head=head, weights=weights, backbone=backbone, train=train,
-                         test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
-                         splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
-                         val_frac=val_frac, deterministic=deterministic, plcc_fit=plcc_fit, protocol=protocol,
-                         recipe=recipe, data_root=data_root, skip_bad=skip_bad,
-                         device=device, precision=precision, workers=workers, nan_policy=nan_policy,
-                         compile=compile)
-        if resume:
-            run = evaluate(resume=resume, progress=not no_progress)
-        else:
-            run = evaluate(config, run_dir=run_dir, progress=not no_progress, **overrides)
-        from biqabench.results import RunFolder
-
-        typer.echo(RunFolder(run).summary_path.read_text())
-        typer.echo(f"run folder: {run}")
-
-    @app.command("probe")
-    def probe_command(
-        weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default random."),
-        backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
-        train: Optional[str] = typer.Option(None, help="Dataset to fit the ridge on, split by --splits (default: the embedded demo-a)."),
-        test: Optional[str] = typer.Option(None, help="Comma list of datasets scored in full by each split's ridge (cross-dataset)."),
-        splits: Optional[int] = typer.Option(None, help="Number of seeded content-aware splits, as in eval. Default 10."),
-        seed: Optional[int] = typer.Option(None, help="First split's seed (and the seed of random weights). Default 0."),
-        size: Optional[int] = typer.Option(None, help="Shorter side (px) of the whole image fed to the backbone; 0: native. Default 384."),
-        half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help="Add the features of a half-scale copy (CONTRIQUE). Default on."),
-        folds: Optional[int] = typer.Option(None, help="Inner CV folds on the training part that choose alpha. Default 5."),
-        config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
-        data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
-        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-        precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 | auto."),
-        run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
-    ) -> None:
-        """Linear probe: ridge regression on frozen backbone features (how CONTRIQUE/Re-IQA/ARNIQA judge
-        pretrained weights).
-
-        Each whole image and a half-scale copy go through the frozen backbone once; the mean and std
-        of every stage are cached under $BIQABENCH_CACHE/features (keyed on the weights' sha256), so
-        probing the same weights again extracts nothing. Ridge alpha is chosen by inner CV on each
-        split's training part only. Same splits and run folder as eval: compare with
-        `biqabench results compare RUN_A RUN_B`.
-
-        Example:  biqabench probe --weights random --backbone resnet18 --train clive --data-root ../shared/data
-        """
-        from biqabench.probe import run_probe
-
-        overrides = dict(weights=weights, backbone=backbone, train=train,
-                         test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
-                         splits=splits, seed=seed, size=size, half_scale=half_scale, folds=folds,
-                         data_root=data_root, device=device, precision=precision)
-        run = run_probe(config, run_dir=run_dir, progress=not no_progress, **overrides)
-        typer.echo((run / "summary.md").read_text())
-        typer.echo(f"run folder: {run}")
-
-    @app.command("benchmark")
-    def benchmark_command(
-        matrix: Path = typer.Argument(..., help="Matrix YAML (heads x weights x datasets), e.g. configs/cpu_demo.yaml."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and their status; run nothing."),
-        jobs: int = typer.Option(1, "--jobs", "-j", help="Run this many jobs in parallel processes."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
-    ) -> None:
-        """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
-        from tabulate import tabulate
-
-        from biqabench.matrix import load_matrix, plan, run_matrix
-
-        m = load_matrix(matrix)
-        planned = plan(m)
-        if dry_run:
-            rows = [{"job": j.key, "head": j.config.head, "weights": j.config.weights,
-                     "train": j.config.datasets()[0], "test": ",".join(j.config.datasets()[1]),
-                     "status": j.status()} for j in planned]
-            typer.echo(tabulate(rows, headers="keys", tablefmt="github"))
-            typer.echo(f"{len(planned)} jobs, {sum(j.status() != 'finished' for j in planned)} to run")
-            return
-        run_matrix(m, jobs=jobs, progress=not no_progress, echo=typer.echo)
-        folder = planned[0].folder.parent
-        typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
+    app.command("eval")(eval_command)
+    app.command("probe")(probe_command)
+    app.command("benchmark")(benchmark_command)
 
     from biqabench import cli_results
 

@@ -58,6 +58,12 @@ def _config(run) -> dict:
         return {}
 
 
+def split_based(run) -> bool:
+    """Whether a run was tested on splits of a training set (eval, probe); a zero-shot ``test`` run
+    scores whole sets, so there is nothing to pair split by split."""
+    return bool(run.get("train")) and run.get("kind") not in ("test",)
+
+
 def splits_difference(a, b) -> str:
     """'' when runs ``a`` and ``b`` were tested on the same splits, else what differs (one line)."""
     from biqabench.data.splitfiles import run_split_files, split_difference
@@ -190,5 +196,5 @@ def paired_gain(df: pd.DataFrame, baseline: str, metric: str = "srcc") -> pd.Dat
     return pd.DataFrame(rows)
 
 
-__all__ = ["compare_paired", "labels_for", "paired_gain", "paired_rows", "require_same_splits", "run_label",
+__all__ = ["split_based", "compare_paired", "labels_for", "paired_gain", "paired_rows", "require_same_splits", "run_label",
            "splits_difference"]

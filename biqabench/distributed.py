@@ -91,3 +91,23 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def wrap_ddp(module: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel under torchrun (gradients all-reduced), else as is."""
+    if not active():
+        return module
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+
+
+def rank_zero_only(fn):
+    """Decorate a function that writes (files, logs): it runs in rank 0 only and returns None in
+    the other processes (lightning's ``rank_zero_only``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs) if is_main() else None
+
+    return wrapper

@@ -98,7 +98,8 @@ def train_head(
     stop_flag: Callable[[], bool] | None = None,
     nan_policy: str = "stop",
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``train_data`` (a PatchDataset) for ``recipe.epochs`` epochs.
+    """Fine-tune ``model`` on ``train_data`` (a PatchDataset, or a :class:`biqabench.features.FeatureSet`
+    of cached frozen-backbone features: then only the head runs) for ``recipe.epochs`` epochs.
 
     After every epoch ``validate(model)`` (SRCC on a validation part of the train split) picks the
     best epoch; its weights are returned in ``best_state``.  With ``checkpoint`` set, the state after
@@ -113,100 +114,133 @@ def train_head(
     A NaN/Inf loss stops (``nan_policy="stop"``) or skips the batch (``"skip"``), see
     :mod:`biqabench.divergence`.
     """
-    model = runtime.prepare(model)
-    optimizer = make_optimizer(model, recipe, runtime)
-    scheduler = make_scheduler(optimizer, recipe)
-    scaler = runtime.grad_scaler()
-    result = TrainResult()
-    start_epoch = 0
+    run = _Training(runtime.prepare(model), recipe, runtime, seed, checkpoint, desc,
+                    NanGuard(nan_policy, desc, f"lower the learning rate (recipe lr={recipe.lr:g}) or use --precision fp32"),
+                    _resume_meta(recipe, seed, train_data))
     torch.manual_seed(seed)
-    meta = _resume_meta(recipe, seed, train_data)
-    guard = NanGuard(nan_policy, desc, f"lower the learning rate (recipe lr={recipe.lr:g}) or use --precision fp32")
-    if checkpoint is not None and ckpt.exists(checkpoint):
-        state = ckpt.load(checkpoint, expect=meta, what=f"resuming {desc}").state
+    start_epoch = run.restore()
+    if start_epoch is None:  # training was over; only the best weights were kept
+        return run.result
+    objective = runtime.compiled(distributed.wrap_ddp(_Objective(run.model), runtime))  # --compile; else eager
+    for epoch in range(start_epoch, recipe.epochs):
+        loader = epoch_loader(train_data, recipe.batch_size, runtime, seed=seed, epoch=epoch, workers=workers)
+        t0 = time.perf_counter()
+        losses = run.train_epoch(objective, loader, epoch, progress, stop_flag)
+        run.scheduler.step()
+        val_srcc = float(validate(run.model)) if validate is not None else float("nan")
+        run.result.history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                                   "val_srcc": val_srcc, "lr": run.optimizer.param_groups[0]["lr"],
+                                   "seconds": time.perf_counter() - t0})
+        best_is_model = run.select(epoch, val_srcc, validate is not None)
+        run.save(epoch, best_is_model)
+    return run.result
+
+
+def epoch_loader(train_data, batch_size: int, runtime: Runtime, *, seed: int, epoch: int, workers: int) -> DataLoader:
+    """The DataLoader of one epoch: its shuffle is a function of (seed, epoch), and under torchrun
+    each process reads its own shard."""
+    if hasattr(train_data, "set_epoch"):
+        train_data.set_epoch(epoch)
+    sampler = None
+    if distributed.active():
+        sampler = torch.utils.data.distributed.DistributedSampler(train_data, shuffle=True, seed=seed + epoch)
+    return DataLoader(train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                      generator=torch.Generator().manual_seed(seed * 1000 + epoch), num_workers=workers,
+                      drop_last=len(train_data) > batch_size, pin_memory=runtime.device.type == "cuda",
+                      persistent_workers=False)
+
+
+class _Training:
+    """One fine-tune's state and its steps: restore from a checkpoint, train an epoch, keep the best
+    epoch, checkpoint."""
+
+    def __init__(self, model: IQAHead, recipe: TrainRecipe, runtime: Runtime, seed: int, checkpoint: Path | None,
+                 desc: str, guard: NanGuard, meta: dict):
+        self.model, self.recipe, self.runtime, self.seed = model, recipe, runtime, seed
+        self.checkpoint, self.desc, self.guard, self.meta = checkpoint, desc, guard, meta
+        self.optimizer = make_optimizer(model, recipe, runtime)
+        self.scheduler = make_scheduler(self.optimizer, recipe)
+        self.scaler = runtime.grad_scaler()
+        self.result = TrainResult()
+
+    def restore(self) -> int | None:
+        """The first epoch to train (0 without a checkpoint); None when training had finished."""
+        if self.checkpoint is None or not ckpt.exists(self.checkpoint):
+            return 0
+        state = ckpt.load(self.checkpoint, expect=self.meta, what=f"resuming {self.desc}").state
+        guard, result = self.guard, self.result
         guard.skipped, guard.scaler_skipped = (int(state.get("skipped", {}).get(k, 0)) for k in guard.counts())
         result.history = list(state["history"])
         result.best_epoch = int(state["best_epoch"])
         result.best_val_srcc = float(state["best_val_srcc"])
-        start_epoch = int(state["epoch"]) + 1
-        if state.get("finished"):  # training was over; only the best weights were kept
+        if state.get("finished"):
             result.best_state = state["best_state"]
             result.skipped = guard.counts()
-            log.info("%s: training already finished (%s)", desc, checkpoint)
-            return result
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        result.best_state = (_cpu_copy(model.state_dict()) if state.get("best_is_model")
+            log.info("%s: training already finished (%s)", self.desc, self.checkpoint)
+            return None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        result.best_state = (_cpu_copy(self.model.state_dict()) if state.get("best_is_model")
                              else state["best_state"] or None)
         _set_rng_state(state["rng"])
-        log.info("resuming %s from epoch %d (%s)", desc, start_epoch, checkpoint)
+        log.info("resuming %s from epoch %d (%s)", self.desc, int(state["epoch"]) + 1, self.checkpoint)
+        return int(state["epoch"]) + 1
 
-    multi = distributed.active()
-    objective: torch.nn.Module = _Objective(model)
-    if multi:
-        objective = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-
-    objective = runtime.compiled(objective)  # --compile; the eager path otherwise
-    for epoch in range(start_epoch, recipe.epochs):
-        if hasattr(train_data, "set_epoch"):
-            train_data.set_epoch(epoch)
-        sampler = None
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        if multi:
-            sampler = torch.utils.data.distributed.DistributedSampler(train_data, shuffle=True, seed=seed + epoch)
-        loader = DataLoader(train_data, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler,
-                            generator=generator, num_workers=workers, drop_last=len(train_data) > recipe.batch_size,
-                            pin_memory=runtime.device.type == "cuda", persistent_workers=False)
-        model.train()  # a frozen backbone (linear probe) stays in eval mode: IQAHead.train
-        t0 = time.perf_counter()
-        losses = []
-        seen = 0
-        kept = (f"the last good checkpoint (epoch {epoch}) is kept at {checkpoint}"
-                if checkpoint is not None and ckpt.exists(checkpoint) else None)
-        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
+    def train_epoch(self, objective: torch.nn.Module, loader: DataLoader, epoch: int, progress: bool,
+                    stop_flag: Callable[[], bool] | None) -> list[float]:
+        """One pass over ``loader``; returns the batch losses."""
+        runtime, recipe = self.runtime, self.recipe
+        self.model.train()  # a frozen backbone (linear probe) stays in eval mode: IQAHead.train
+        t0, seen, losses = time.perf_counter(), 0, []
+        kept = (f"the last good checkpoint (epoch {epoch}) is kept at {self.checkpoint}"
+                if self.checkpoint is not None and ckpt.exists(self.checkpoint) else None)
+        bar = tqdm(loader, desc=f"{self.desc} epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False,
                    unit="batch")
         for batch, (x, mos, _) in enumerate(bar):
-            x, mos = normalise_batch(runtime.to(x)), mos.to(runtime.device)  # uint8 patches: on the device
+            x, mos = _to_device(x, runtime), mos.to(runtime.device)  # uint8 patches: normalised on the device
             with runtime.autocast():
                 loss = objective(x, mos)
-            if guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
+            if self.guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            guard.step(scaler, optimizer)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.guard.step(self.scaler, self.optimizer)
             losses.append(loss.item())
-            seen += x.shape[0]
+            seen += mos.shape[0]
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",
                             patches_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.1f}")
             if stop_flag is not None and stop_flag():
                 raise KeyboardInterrupt
-        scheduler.step()
-        val_srcc = float(validate(model)) if validate is not None else float("nan")
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-               "val_srcc": val_srcc, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        better = validate is None or (not math.isnan(val_srcc) and
-                                      (math.isnan(result.best_val_srcc) or val_srcc > result.best_val_srcc))
+        return losses
+
+    def select(self, epoch: int, val_srcc: float, validated: bool) -> bool:
+        """Keep this epoch's weights if its validation SRCC is the best so far; True if it is."""
+        result = self.result
+        better = not validated or (not math.isnan(val_srcc) and
+                                   (math.isnan(result.best_val_srcc) or val_srcc > result.best_val_srcc))
         best_is_model = better or result.best_state is None
         if best_is_model:
             result.best_epoch, result.best_val_srcc = epoch + 1, val_srcc
-            result.best_state = _cpu_copy(model.state_dict())
-        result.skipped = guard.counts()
-        if checkpoint is not None and distributed.is_main():  # under torchrun the models are identical
-            common = {"epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
-                      "best_val_srcc": result.best_val_srcc, "skipped": result.skipped}
-            if epoch + 1 == recipe.epochs:
-                ckpt.save(checkpoint, {**common, "finished": True, "best_state": result.best_state}, meta)
-            else:
-                ckpt.save(checkpoint, {
-                    **common, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(), "best_is_model": best_is_model,
-                    "best_state": None if best_is_model else result.best_state,
-                }, meta)
-    return result
+            result.best_state = _cpu_copy(self.model.state_dict())
+        result.skipped = self.guard.counts()
+        return best_is_model
+
+    def save(self, epoch: int, best_is_model: bool) -> None:
+        """The checkpoint after ``epoch`` (rank 0 only: under torchrun the models are identical)."""
+        if self.checkpoint is None or not distributed.is_main():
+            return
+        result = self.result
+        common = {"epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
+                  "best_val_srcc": result.best_val_srcc, "skipped": result.skipped}
+        if epoch + 1 == self.recipe.epochs:
+            ckpt.save(self.checkpoint, {**common, "finished": True, "best_state": result.best_state}, self.meta)
+        else:
+            ckpt.save(self.checkpoint, {
+                **common, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "best_is_model": best_is_model,
+                "best_state": None if best_is_model else result.best_state,
+            }, self.meta)
 
 
 def _resume_meta(recipe: TrainRecipe, seed: int, train_data) -> dict:
@@ -226,8 +260,17 @@ class _Objective(torch.nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):  # cached backbone features (biqabench.features.FeatureSet)
+            return self.head.loss_features(list(x), mos)
         return self.head.loss(x, mos)
+
+
+def _to_device(x, runtime: Runtime):
+    """A uint8 patch batch (normalised on the device), or a list of cached feature batches, on the run's device."""
+    if isinstance(x, (list, tuple)):
+        return [runtime.to(t) for t in x]
+    return normalise_batch(runtime.to(x))
 
 
 def inference_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
@@ -301,6 +344,7 @@ def predict_images(
     batch_images: int = 0,
     progress: bool = True,
     desc: str = "predict",
+    total: int | None = None,
 ) -> np.ndarray:
     """Score images: ``images`` yields ``(n, 3, p, p)`` patch stacks, one per image; returns the
     per-image mean of the patch scores (normalised scale).
@@ -310,12 +354,19 @@ def predict_images(
     memory flat with 25 crops per image and still fills the batch with one or two (TReS's 120 M
     transformer weights are read once per forward, so 4-crop batches ran it at a fraction of its
     speed).  With reduced precision the model runs as :func:`inference_model` builds it
-    (BatchNorm folded into the convolutions); fp32 runs the model as it is, the exact reference."""
+    (BatchNorm folded into the convolutions); fp32 runs the model as it is, the exact reference.
+
+    The progress bar counts images *scored* (it moves when a forward pass returns), out of
+    ``total`` (default: ``len(images)`` when it has one): counting images queued showed
+    ``0img`` for the whole run on sets smaller than one batch."""
     model.eval()
     net = inference_model(model, runtime)
     scores: list[float] = []
     pending: list[torch.Tensor] = []
     waiting = 0
+    if total is None and hasattr(images, "__len__"):
+        total = len(images)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="img")
 
     def flush():
         nonlocal waiting
@@ -327,15 +378,17 @@ def predict_images(
             out = net(batch).float().cpu()
         for chunk in torch.split(out, sizes):
             scores.append(float(chunk.mean()))
+        bar.update(len(pending))
         pending.clear()
         waiting = 0
 
-    for patches in tqdm(images, desc=desc, disable=not progress, leave=False, unit="img"):
+    for patches in images:
         pending.append(patches)
         waiting += patches.shape[0]
         if (batch_patches > 0 and waiting >= batch_patches) or (batch_images > 0 and len(pending) >= batch_images):
             flush()
     flush()
+    bar.close()
     return np.asarray(scores, dtype=np.float64)
 
 

@@ -39,6 +39,8 @@ class TrainRecipe:
     lr_gamma: float = 0.1
     loss: str = "l1"
     freeze_backbone: bool = False  # linear probe: the backbone is not trained
+    cache_features: bool = False   # with freeze_backbone: backbone features of fixed crops computed once
+                                   # per image and reused by every split and epoch (biqabench.features)
     resize: int = 0              # resize the short side to this before cropping (0: as is)
     hflip: bool = True           # random horizontal flips of training patches
     vflip: bool = False          # random vertical flips of training patches (TReS's reference code)
@@ -70,6 +72,9 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     from biqabench.targets import check_target
 
     check_target(recipe.target, where)
+    if recipe.cache_features and not recipe.freeze_backbone:
+        raise BiqaError(f"{where}: cache_features needs freeze_backbone: true (a backbone that trains "
+                        "changes its features every step)")
     if str(recipe.optimizer).lower() not in ("adam", "adamw", "sgd"):
         raise BiqaError(f"{where}: optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
     top = recipe.lr * max(1.0, recipe.head_lr_mult)
@@ -122,8 +127,35 @@ class IQAHead(nn.Module):
 
     def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
         """Training loss on a batch of patches and their MOS: ``recipe.loss`` (l1 or mse)."""
+        return self.criterion(self(x), mos)
+
+    def criterion(self, pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        """``recipe.loss`` (l1 or mse) between predicted and true normalised MOS."""
         fn = BASE_LOSSES[check_base_loss(self.recipe.loss, type(self).__name__)]
-        return fn(self(x).float(), mos.reshape(-1).float())
+        return fn(pred.float().reshape(-1), mos.reshape(-1).float())
+
+    # -- training from cached backbone features (recipe ``cache_features``) -----------------
+    # A head that can score from the frozen backbone's output implements ``score_features``;
+    # ``cache_features`` may shrink that output to what the head reads, where that is exact.
+    def cache_features(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What of the backbone's stage maps to keep per crop (default: all of them)."""
+        return list(maps)
+
+    def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Scores (B,) from ``cache_features(backbone(x))``; equals ``forward(x)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not score from cached features")
+
+    @property
+    def scores_features(self) -> bool:
+        """Whether this head trains from cached features (it implements ``score_features`` and,
+        if it has its own ``loss``, its own ``loss_features`` too)."""
+        cls = type(self)
+        return (cls.score_features is not IQAHead.score_features
+                and (cls.uses_base_loss() or cls.loss_features is not IQAHead.loss_features))
+
+    def loss_features(self, feats: list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+        """The training loss from cached features: ``criterion(score_features(feats), mos)``."""
+        return self.criterion(self.score_features(feats), mos)
 
     def head_parameters(self):
         ids = {id(p) for p in self.backbone.parameters()}

@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 

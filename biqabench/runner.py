@@ -165,7 +165,7 @@ def score_table(model: IQAHead, table, indices, cache, recipe: TrainRecipe, runt
     """Normalised scores (0..1, higher better) for ``table``'s images at ``indices``."""
     indices = np.asarray(indices, dtype=int)
     return predict_images(model, _image_patch_stream(table, indices, cache, recipe, seed), runtime,
-                          progress=progress, desc=desc)
+                          progress=progress, desc=desc, total=len(indices))
 
 
 def dataset_cache(table, recipe: TrainRecipe, workers: int):
@@ -178,8 +178,17 @@ def dataset_cache(table, recipe: TrainRecipe, workers: int):
 
 
 def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None) -> IQAHead:
-    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation)."""
-    backbone = create_backbone(cfg.backbone)
+    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation).
+
+    A frozen backbone is initialised from the run seed, not the split's, so that every split
+    holds the same one and cached features (``recipe.cache_features``) serve them all; the head
+    still starts from the split's random stream."""
+    if recipe.freeze_backbone:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            backbone = create_backbone(cfg.backbone)
+    else:
+        backbone = create_backbone(cfg.backbone)
     if weights is not None:
         weights.load_into(backbone)
     return create_head(spec.name, backbone, recipe=recipe)
@@ -232,22 +241,41 @@ def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -
     return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
 
 
-def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
-              started: float, progress: bool) -> RunFolder:
-    """The protocol for a resolved config (``folder`` set: resume that run).
+@dataclass
+class _Plan:
+    """Everything resolved before the first split trains: mistakes surface in seconds."""
 
-    Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
-    rank 0 alone writes the run folder and scores the test sets while the others wait.
-    """
-    from biqabench.data import PatchDataset, load_dataset
-    from biqabench.data.splitfiles import write_split_files
-    from biqabench.interrupt import sigterm_as_interrupt
-    from biqabench.metrics import srcc
+    cfg: EvalConfig
+    runtime: Runtime
+    spec: HeadSpec
+    recipe: TrainRecipe
+    recipe_source: str
+    recipe_preset: str
+    weights: ResolvedWeights
+    train_table: Any
+    test_tables: dict
+    splits: list
+    workers: int
+    caches: dict
+    scorer: Any = None  # _Scorer: from cached features for a frozen backbone, else the model on crops
+    splits_source: str = ""  # plan_splits: own files (resume), a run id (--splits-from), official, seeds
+    nondeterministic_ops: list = field(default_factory=list)  # filled while training under --deterministic
 
-    main = distributed.is_main()
+    def as_norm(self, pred):
+        """A head trained on native MOS (TReS) scores on the *training* set's scale: normalise it."""
+        t = self.train_table
+        return to_normalised(t.scale, t.higher_better, pred, self.recipe.target)
+
+    @property
+    def train_name(self) -> str:
+        return self.train_table.name
+
+
+def _plan(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None = None) -> _Plan:
+    from biqabench.data import load_dataset
+
     spec = head_spec(cfg.head)
     recipe, recipe_source, recipe_preset = resolve_recipe(cfg, spec, runtime)
-    # resolve weights and datasets before any training, so mistakes surface in seconds
     weights = run_weights(cfg, folder)  # a resumed run: the file it pinned, checked by sha256
     build_model(cfg, spec, recipe, weights)  # the weights fit and the head builds, before any folder exists
     train_name, test_names = cfg.datasets()
@@ -257,91 +285,63 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     train_table = load_dataset(train_name, root, **opts(train_name))
     test_tables = {n: load_dataset(n, root, **opts(n)) for n in test_names}
     split_list, splits_source = plan_splits(cfg, train_table, folder.path if folder is not None else None)
+    workers = default_workers() if cfg.workers < 0 else cfg.workers
+    caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
+    return _Plan(cfg, runtime, spec, recipe, recipe_source, recipe_preset, weights, train_table, test_tables,
+                 split_list, workers, caches, splits_source=splits_source)
 
+
+def _with_scorer(plan: _Plan, progress: bool) -> _Plan:
+    return dataclasses.replace(plan, scorer=_Scorer(plan.recipe, plan.runtime, plan.caches, progress, plan.cfg.seed))
+
+
+def _manifest(plan: _Plan, split_records: list | None) -> dict:
+    cfg, runtime = plan.cfg, plan.runtime
+    tables = [plan.train_table, *plan.test_tables.values()]
+    return {
+        "kind": "eval", "head": cfg.head, **plan.weights.describe(),
+        "backbone": cfg.backbone, "protocol": cfg.protocol, "train": plan.train_name,
+        "test": list(plan.test_tables), "splits": len(plan.splits), "seeds": [int(s.seed) for s in plan.splits],
+        "device": str(runtime.device), "precision": runtime.precision, "recipe": dataclasses.asdict(plan.recipe),
+        "recipe_source": plan.recipe_source, "recipe_preset": plan.recipe_preset,
+        "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
+                              "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
+                     for t in [plan.train_table, *plan.test_tables.values()]},
+        "world_size": distributed.world_size(),
+        **protocol_fields(cfg, plan.recipe, plan.splits, plan.splits_source, split_records, tables),
+        "deterministic": cfg.deterministic, "nondeterministic_ops": plan.nondeterministic_ops,
+        "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
+    }
+
+
+def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_dir: str | Path | None,
+              started: float, progress: bool) -> RunFolder:
+    """The protocol for a resolved config (``folder`` set: resume that run).
+
+    Under ``torchrun`` every process fine-tunes (DDP, a shard of each epoch's patches each);
+    rank 0 alone writes the run folder and scores the test sets while the others wait.
+    """
+    from biqabench.interrupt import sigterm_as_interrupt
+
+    main = distributed.is_main()
+    from biqabench.data.splitfiles import write_split_files
+
+    plan = _with_scorer(_plan(cfg, runtime, folder), progress)
     if folder is None and main:
-        label = f"{cfg.head}-{weights.label}-{cfg.backbone}"
+        label = f"{cfg.head}-{plan.weights.label}-{cfg.backbone}"
         folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
         folder.write_config(dataclasses.asdict(cfg))
     folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
-    if main and splits_source != "own files":  # a resumed run keeps the files it started with
-        split_records = write_split_files(folder.path, train_table, split_list)
-    else:
-        split_records = folder.read_manifest().get("split_files") if main else None
-    nondeterministic_ops: list[str] = []  # filled while training under --deterministic
-    manifest = {
-        "kind": "eval", "head": cfg.head, **weights.describe(),
-        "backbone": cfg.backbone, "protocol": cfg.protocol, "train": train_name, "test": test_names,
-        "splits": len(split_list), "seeds": [int(s.seed) for s in split_list], "device": str(runtime.device),
-        "precision": runtime.precision, "recipe": dataclasses.asdict(recipe), "recipe_source": recipe_source,
-        "recipe_preset": recipe_preset,
-        "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
-                              "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
-                     for t in [train_table, *test_tables.values()]},
-        "world_size": distributed.world_size(),
-        **protocol_fields(cfg, recipe, split_list, splits_source, split_records, [train_table, *test_tables.values()]),
-        "deterministic": cfg.deterministic, "nondeterministic_ops": nondeterministic_ops,
-        "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
-    }
+    split_records = None
+    if main:  # a resumed run keeps the split files it started with
+        split_records = (folder.read_manifest().get("split_files") if plan.splits_source == "own files"
+                         else write_split_files(folder.path, plan.train_table, plan.splits))
+    manifest = _manifest(plan, split_records)
     if main:
         folder.write_manifest(**manifest)
-
-    workers = default_workers() if cfg.workers < 0 else cfg.workers
-    caches = {t.name: dataset_cache(t, recipe, workers) for t in [train_table, *test_tables.values()]}
-    cache = caches[train_name]
-    # a head trained on native MOS (TReS) gives scores on the *training* set's scale: normalise them once
-    as_norm = lambda p: to_normalised(train_table.scale, train_table.higher_better, p, recipe.target)  # noqa: E731
-    done = set(folder.completed_splits())
-    with sigterm_as_interrupt(), determinism(cfg.deterministic, nondeterministic_ops):
+    with sigterm_as_interrupt(), determinism(cfg.deterministic, plan.nondeterministic_ops):
         try:
-            for k, split in enumerate(split_list):
-                if str(k) in done:
-                    log.info("split %d already finished, skipping", k)
-                    folder.remove_checkpoint(k)  # if stopped before its cleanup
-                    continue
-                if main:
-                    folder.ensure_split(k)
-                seed = int(split.seed)
-                torch.manual_seed(seed)
-                model = build_model(cfg, spec, recipe, weights)
-                train_ds = PatchDataset(train_table, split.train, recipe.patch_size, recipe.train_patches,
-                                        train=True, seed=seed, cache=cache, hflip=recipe.hflip,
-                                        vflip=recipe.vflip, as_uint8=True,
-                                        targets=training_targets(train_table, recipe.target))
-                validate = None
-                if len(split.val) >= 3:
-                    val_mos = train_table.mos_norm[split.val]
-
-                    def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
-                        pred = score_table(m, train_table, _idx, cache, recipe, runtime, seed=_seed, progress=False)
-                        return srcc(as_norm(pred), _mos)
-
-                result = train_head(model, train_ds, recipe, runtime, validate=validate, seed=seed,
-                                    checkpoint=folder.checkpoint_path(k), workers=workers, progress=progress,
-                                    desc=f"split {k + 1}/{len(split_list)}", nan_policy=cfg.nan_policy)
-                if not main:  # rank 0 scores the test sets and writes the split
-                    distributed.barrier()
-                    continue
-                model.load_state_dict(result.best_state)
-                preds, rows = [], []
-                sets = [(train_name, "intra", train_table, split.test)]
-                sets += [(n, "cross", t, np.arange(len(t))) for n, t in test_tables.items()]
-                for name, kind, table, idx in sets:
-                    if len(idx) == 0:
-                        continue
-                    pred_norm = as_norm(score_table(model, table, idx, caches[name], recipe, runtime, seed=cfg.seed,
-                                                    progress=progress, desc=f"split {k + 1} test {name}"))
-                    p, r = _metrics_rows(k, train_name, name, kind, table, idx, pred_norm, cfg.plcc_fit)
-                    preds += p
-                    rows.append(r)
-                history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch,
-                                                              **result.skipped)
-                folder.write_history(history, split=k)
-                folder.write_predictions(pd.DataFrame(preds), split=k)
-                if k == 0 and cfg.save_model:
-                    folder.save_model(model.state_dict())
-                folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
-                folder.remove_checkpoint(k)
-                distributed.barrier()
+            _run_splits(plan, folder, progress)
         except KeyboardInterrupt:
             if main:
                 folder.write_manifest(**{**manifest, "status": "interrupted", "wall_seconds": time.time() - started})
@@ -360,6 +360,110 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     return folder
 
 
+def _run_splits(plan: _Plan, folder: RunFolder, progress: bool) -> None:
+    """Train, score and write every split not yet finished (rank 0 scores and writes)."""
+    done = set(folder.completed_splits())
+    for k, split in enumerate(plan.splits):
+        if str(k) in done:
+            log.info("split %d already finished, skipping", k)
+            folder.remove_checkpoint(k)  # if stopped before its cleanup
+            continue
+        if distributed.is_main():
+            folder.ensure_split(k)
+        model, result = _train_split(plan, k, split, folder, progress)
+        if distributed.is_main():
+            model.load_state_dict(result.best_state)
+            preds, rows = _score_split(plan, k, split, model, progress)
+            _write_split(plan, folder, k, model, result, preds, rows)
+        distributed.barrier()
+
+
+def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
+    """Fine-tune a fresh model on split ``k``'s training part, selecting on its validation part."""
+    from biqabench.data import PatchDataset
+    from biqabench.metrics import srcc
+
+    cfg, recipe, table = plan.cfg, plan.recipe, plan.train_table
+    cache = plan.caches[plan.train_name]
+    seed = int(split.seed)
+    torch.manual_seed(seed)
+    model = build_model(cfg, plan.spec, recipe, plan.weights)
+    scorer = plan.scorer
+    if scorer.store is not None:  # frozen backbone: its features of fixed crops, computed once
+        train_ds = scorer.store.train_set(model, table, split.train, cache, recipe, seed=cfg.seed)
+    else:
+        train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
+                                cache=cache, hflip=recipe.hflip, vflip=recipe.vflip, as_uint8=True,
+                                targets=training_targets(table, recipe.target))
+    validate = None
+    if len(split.val) >= 3:
+        val_mos = table.mos_norm[split.val]
+
+        def validate(m, _idx=split.val, _mos=val_mos, _seed=seed):
+            return srcc(plan.as_norm(scorer(m, table, _idx, seed=_seed, desc="val", progress=False)), _mos)
+
+    result = train_head(model, train_ds, recipe, plan.runtime, validate=validate, seed=seed,
+                        checkpoint=folder.checkpoint_path(k), workers=plan.workers, progress=progress,
+                        desc=f"split {k + 1}/{len(plan.splits)}", nan_policy=cfg.nan_policy)
+    return model, result
+
+
+def _score_split(plan: _Plan, k: int, split, model: IQAHead, progress: bool) -> tuple[list, list]:
+    """Split ``k``'s intra-dataset test part and every cross-dataset set in full."""
+    preds, rows = [], []
+    sets = [(plan.train_name, "intra", plan.train_table, split.test)]
+    sets += [(n, "cross", t, np.arange(len(t))) for n, t in plan.test_tables.items()]
+    for name, kind, table, idx in sets:
+        if len(idx) == 0:
+            continue
+        pred_norm = plan.as_norm(plan.scorer(model, table, idx, seed=plan.cfg.seed, desc=f"split {k + 1} test {name}"))
+        p, r = _metrics_rows(k, plan.train_name, name, kind, table, idx, pred_norm, plan.cfg.plcc_fit)
+        preds += p
+        rows.append(r)
+    return preds, rows
+
+
+def _write_split(plan: _Plan, folder: RunFolder, k: int, model: IQAHead, result, preds: list, rows: list) -> None:
+    history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch, **result.skipped)
+    folder.write_history(history, split=k)
+    folder.write_predictions(pd.DataFrame(preds), split=k)
+    if k == 0 and plan.cfg.save_model:
+        folder.save_model(model.state_dict())
+    folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
+    folder.remove_checkpoint(k)
+def outside_scale_counts(predictions: pd.DataFrame, manifest: dict) -> dict:
+    """Per test set: how many predictions (all splits) fall outside the dataset's native scale.
+    A fine-tuned head is not bounded, so a 0..100 set can get a 103; that is counted, not clipped."""
+    from biqabench.scoring import outside_scale
+
+    out = {}
+    for name, group in predictions.groupby("test_set") if len(predictions) else ():
+        scale = manifest["datasets"].get(name, {}).get("scale")
+        if scale:
+            out[str(name)] = {"outside": outside_scale(group["pred"].to_numpy(), tuple(scale)),
+                              "predictions": int(len(group)), "scale": list(scale)}
+    return out
+
+
+class _Scorer:
+    """Normalised scores of a table's images: from cached features when the recipe caches them
+    (``recipe.cache_features``: the same crops as :func:`score_table`, run once per run), else by
+    running the model on the crops."""
+
+    def __init__(self, recipe: TrainRecipe, runtime: Runtime, caches: dict, progress: bool, seed: int):
+        from biqabench.features import FeatureStore
+
+        self.recipe, self.runtime, self.caches, self.progress, self.seed = recipe, runtime, caches, progress, seed
+        self.store = FeatureStore(runtime, progress=progress) if recipe.cache_features else None
+
+    def __call__(self, model: IQAHead, table, idx, *, seed: int, desc: str, progress: bool | None = None):
+        show = self.progress if progress is None else progress
+        if self.store is not None:  # the run seed's crops, so every split reads the same cached ones
+            return self.store.score(model, table, idx, self.caches[table.name], self.recipe, seed=self.seed, desc=desc)
+        return score_table(model, table, idx, self.caches[table.name], self.recipe, self.runtime, seed=seed,
+                           progress=show, desc=desc)
+
+
 def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     """Write the merged history, the summary, the plots and the final manifest."""
     history = folder.merge_history()
@@ -369,6 +473,7 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     folder.write_metrics(metrics)
     predictions = folder.read_predictions()
     folder.write_predictions(predictions)
+    manifest = {**manifest, "outside_scale": outside_scale_counts(predictions, manifest)}
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, history)
     skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")

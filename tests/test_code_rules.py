@@ -20,3 +20,50 @@ def test_every_torch_load_passes_weights_only_true():
                     if not ok:
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert SOURCES and not offenders, f"torch.load without weights_only=True: {offenders}"
+
+
+# -- size rules (docs/architecture.md) ---------------------------------------------------------------
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+#: The degradation operators are long by nature (one small function per operator, plus tables).
+LONG_MODULES_ALLOWED = {"plugins/qpt/degradations.py", "plugins/qpt/operators.py"}
+#: Functions that are data tables (one entry per dataset reader), not logic.
+DATA_TABLES = {("biqabench/data/readers/__init__.py", "builtin_specs")}
+PACKAGE_SOURCES = [p for d in ("biqabench", "plugins") for p in sorted((REPO / d).rglob("*.py"))
+                   if "build" not in p.relative_to(REPO).parts]
+
+
+def _module_lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_no_module_is_over_500_lines():
+    long = [f"{p.relative_to(REPO)} ({_module_lines(p)})" for p in PACKAGE_SOURCES
+            if _module_lines(p) > MAX_MODULE_LINES and str(p.relative_to(REPO)) not in LONG_MODULES_ALLOWED]
+    assert PACKAGE_SOURCES and not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+
+
+def test_no_function_is_over_60_lines():
+    long = []
+    for path in PACKAGE_SOURCES:
+        rel = str(path.relative_to(REPO))
+        for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (rel, node.name) not in DATA_TABLES:
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - first + 1 > MAX_FUNCTION_LINES:
+                    long.append(f"{rel}:{node.lineno} {node.name} ({node.end_lineno - first + 1})")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them along their steps): {long}"
+
+
+def test_a_plugin_never_imports_another_plugin():
+    offenders = []
+    for path in (REPO / "plugins").rglob("*.py"):
+        own = path.relative_to(REPO / "plugins").parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "biqabench_plugins" and len(parts) > 1 and parts[1] != own:
+                    offenders.append(f"{path.relative_to(REPO)}: {name}")
+    assert not offenders, f"plugins importing other plugins (move the shared code into the core): {offenders}"

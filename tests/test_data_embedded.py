@@ -24,7 +24,7 @@ def test_pristine_dir_is_a_folder_of_pngs(fresh_cache):
     folder = embedded.pristine_dir()
     assert folder.is_relative_to(fresh_cache)
     files = sorted(folder.glob("*.png"))
-    assert len(files) == len(embedded.PHOTOS)
+    assert [f.stem for f in files] == sorted(embedded.PRETRAIN_PHOTOS)
     with Image.open(files[0]) as im:
         assert im.mode == "RGB" and min(im.size) >= 256
     assert embedded.pristine_dir() == folder  # built once
@@ -37,7 +37,7 @@ def test_demo_set_builds_from_a_clean_cache(tmp_path, monkeypatch):
     table = load_dataset("demo-a")
     assert (fresh / "embedded" / embedded.VERSION / "demo-a" / "labels.csv").is_file()
     assert table.fingerprint() == shared.fingerprint()  # deterministic build
-    assert len(table) == 10 * (1 + 4 * 3)
+    assert len(table) == 10 * (1 + 4 * 4)
     assert table.scale == (0.0, 100.0) and table.higher_better
     assert table.mos.min() >= 0 and table.mos.max() == 100.0
     assert len(set(table.content)) == 10
@@ -46,28 +46,49 @@ def test_demo_set_builds_from_a_clean_cache(tmp_path, monkeypatch):
     assert table.options["embedded_version"] == embedded.VERSION
 
 
-def test_pseudo_mos_falls_with_distortion_level():
-    table = load_dataset("demo-b")
-    rows = list(csv.DictReader(open(table.paths[0].parents[1] / "labels.csv", encoding="utf-8")))
-    by_level = defaultdict(list)
-    for r in rows:
-        by_level[(r["distortion"], int(r["level"]))].append(float(r["mos"]))
-    for kind in embedded.DISTORTIONS:
-        means = [np.mean(by_level[(kind, lv)]) for lv in (1, 2, 3)]
-        assert means[0] > means[1] > means[2], (kind, means)
-    assert np.std(table.mos) > 10  # a usable spread of labels
+def _rows(name):
+    table = load_dataset(name)
+    return list(csv.DictReader(open(table.paths[0].parents[1] / "labels.csv", encoding="utf-8")))
 
 
-def test_the_two_sets_share_no_content():
+def test_pseudo_mos_is_one_number_per_level_on_every_content():
+    """Comparable across contents (and across the two sets): a level means one quality."""
+    by_level = defaultdict(set)
+    for name in ("demo-a", "demo-b"):
+        for r in _rows(name):
+            by_level[(r["distortion"], int(r["level"]))].add(float(r["mos"]))
+    assert all(len(v) == 1 for v in by_level.values()), {k: v for k, v in by_level.items() if len(v) > 1}
+    assert by_level[("pristine", 0)] == {100.0}
+    mos = {k: v.pop() for k, v in by_level.items()}
+    for kind, levels in embedded.DISTORTIONS.items():
+        curve = [mos[(kind, lv)] for lv in range(1, len(levels) + 1)]
+        assert 100.0 > curve[0] and all(a > b for a, b in zip(curve, curve[1:])), (kind, curve)
+    assert np.std(list(mos.values())) > 10  # a usable spread of labels
+
+
+def test_pseudo_mos_comes_from_ssim_on_the_calibration_contents():
+    table = embedded.pseudo_mos_table()
+    photo = embedded.load_photo(embedded.CALIBRATION[0][0])
+    ref = photo.crop((0, 0, embedded.SIZE, embedded.SIZE))
+    mild = embedded.ssim(ref, embedded.distort(ref, "blur", embedded.DISTORTIONS["blur"][0], np.random.default_rng(0)))
+    strong = embedded.ssim(ref, embedded.distort(ref, "blur", embedded.DISTORTIONS["blur"][-1], np.random.default_rng(0)))
+    assert mild > strong  # SSIM itself falls with the level on one content
+    assert 0 < table[("blur", 4)] < table[("blur", 1)] < 100
+
+
+def test_pretraining_demo_a_and_demo_b_use_disjoint_photos():
     a, b = load_dataset("demo-a"), load_dataset("demo-b")
     photos_a = {p for p, _, _ in embedded.CONTENTS["demo-a"]}
     photos_b = {p for p, _, _ in embedded.CONTENTS["demo-b"]}
-    assert not photos_a & photos_b
+    pretrain = set(embedded.PRETRAIN_PHOTOS)
+    assert not photos_a & photos_b and not pretrain & (photos_a | photos_b)
+    assert {p for p, _, _ in embedded.CALIBRATION} <= pretrain  # labels never depend on a labelled image
     assert not set(a.content) & set(b.content)
+    assert {f.stem for f in embedded.pristine_dir().glob("*.png")} == pretrain
 
 
 def test_demo_splits_are_content_aware():
     table = load_dataset("demo-a")
     for split in make_splits(table, n=3):
         assert not content_overlap(table, split)
-        assert len(split.test) == 2 * 13
+        assert len(split.test) == 2 * 17

@@ -172,3 +172,24 @@ def test_pyiqa_hyperiqa_checkpoint_loads_into_our_head(tmp_path):
     with torch.no_grad():
         direct = float(ours(normalise(x.numpy())[None]).mean())
     assert m(img) == pytest.approx(direct, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_pyiqa_tres_checkpoint_finds_its_backbone_and_loads(tmp_path):
+    """pyiqa's TReS layout (whole torchvision ResNet under model., its unused fc kept): the
+    backbone depth is read from the checkpoint, and the head holds exactly those tensors."""
+    from biqabench import load_model
+    from biqabench.backbones import ResNetBackbone
+    from biqabench_plugins.tres import RECIPE, TReSHead
+
+    torch.manual_seed(0)
+    ours = TReSHead(ResNetBackbone("resnet18"), RECIPE).eval()
+    state = {("model." + k[len("backbone."):] if k.startswith("backbone.") else k): v
+             for k, v in ours.state_dict().items()}
+    state["model.fc.weight"], state["model.fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    torch.save({"params": state}, tmp_path / "tres.pth")
+    m = load_model(f"pyiqa:tres:{tmp_path / 'tres.pth'}", device="cpu", precision="fp32")
+    assert m.info.backbone == "resnet18" and m.info.head == "tres" and m.scale == (0.0, 100.0)
+    assert m.info.train_set == "koniq" and m.info.test_patches == RECIPE.test_patches
+    for k, v in ours.state_dict().items():
+        assert torch.equal(m.net.state_dict()[k], v), k

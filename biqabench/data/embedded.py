@@ -2,15 +2,22 @@
 
 Why it exists: ``biqabench eval`` and the demo must run on a fresh install with no network and
 no dataset from the user.  scikit-image ships a handful of real photographs inside its wheel;
-we cut 256x256 contents from them, degrade each with graded synthetic distortions (Gaussian
-blur, Gaussian noise, JPEG, contrast loss; three levels each) and label every image with a
-*pseudo-MOS*: SSIM against its pristine source, scaled to 0..100 (higher is better).
+we scale each so its short side is 256 px, cut 128x128 contents from them, degrade each with
+graded synthetic distortions (Gaussian blur, Gaussian noise, JPEG, contrast loss; four levels
+each) and label every image with a *pseudo-MOS* that depends only on the distortion and its
+level: 100 x the mean SSIM that this distortion at this level leaves on a fixed pool of
+*calibration* contents (cut from the pretraining photos, so neither labelled set's labels
+depend on its own images).  So the same level means the same quality on every content, and
+scores compare across contents and across the two sets (v1's per-image SSIM did not: a probe
+ranked its images across contents at SRCC 0.2-0.36).
 
-This is a demo set, not a human-rated benchmark: numbers on it show that the pipeline works,
-not how good a model is.
+This is a demo set, not a human-rated benchmark: numbers on it show that a model learns to tell
+distortion kinds and levels apart, not how good it is on real photos.
 
-Two sets with disjoint source photos, ``demo-a`` and ``demo-b`` (130 images each: 10 contents
-x (1 pristine + 4 distortions x 3 levels)), carry content ids so splits keep every content on
+The photos are split three ways, disjoint: ``PRETRAIN_PHOTOS`` (:func:`pristine_dir`, the default
+unlabelled data for QPT pretraining, and the calibration pool), ``demo-a`` and ``demo-b`` (170
+images each: 10 contents x (1 pristine + 4 distortions x 4 levels)); so the default pretraining
+never sees a content the default eval tests on.  Content ids make splits keep every content on
 one side.  Everything is built once, in seconds, under ``cache_root()/embedded/<VERSION>/``.
 """
 
@@ -22,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,58 +41,69 @@ from biqabench.paths import cache_root
 log = logging.getLogger(__name__)
 
 #: Bump when the photos, crops, distortions or labels change: a new version builds a new folder.
-VERSION = "1"
-SIZE = 256
+VERSION = "2"
+SIZE = 128          # side of a content crop (px)
+SHORT_SIDE = 256    # every photo is first scaled so its short side is this (a crop holds a real scene part)
 
 #: Natural photographs bundled in the scikit-image wheel (file name in ``skimage/data``).
 #: Left out on purpose: clock_motion (already motion-blurred), page/text (documents),
-#: chessboards/logo/phantom (synthetic).
+#: chessboards/logo/phantom/horse/color (synthetic), microaneurysms (102 px).
 PHOTOS: dict[str, str] = {
     "astronaut": "astronaut.png",
     "coffee": "coffee.png",
-    "hubble_deep_field": "hubble_deep_field.jpg",
     "camera": "camera.png",
     "brick": "brick.png",
-    "grass": "grass.png",
     "coins": "coins.png",
+    "grass": "grass.png",
     "chelsea": "chelsea.png",
     "rocket": "rocket.jpg",
     "immunohistochemistry": "ihc.png",
-    "retina": "retina.jpg",
-    "motorcycle": "motorcycle_left.png",
     "gravel": "gravel.png",
     "moon": "moon.png",
+    "retina": "retina.jpg",
+    "motorcycle_left": "motorcycle_left.png",
+    "motorcycle_right": "motorcycle_right.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "cell": "cell.png",
 }
 
-#: Contents of each demo set: (photo, left, top) of a SIZE x SIZE crop after the photo is
-#: scaled by ``_SCALE`` (so the large photos give several distinct contents).  The two sets use
-#: disjoint photos, so a model tuned on one never saw the other's scenes.
-_SCALE = {"hubble_deep_field": 0.6, "retina": 0.55}
+#: The pretraining photos: QPT's default unlabelled data and the pseudo-MOS calibration pool.
+#: No labelled set uses them.
+PRETRAIN_PHOTOS = ("motorcycle_left", "motorcycle_right", "hubble_deep_field", "cell")
+
+#: Contents of each demo set: (photo, left, top) of a SIZE x SIZE crop of the photo scaled to a
+#: SHORT_SIDE short side.  The sets use disjoint photos, so a model tuned on one never saw the
+#: other's scenes, and neither uses a pretraining photo.
 CONTENTS: dict[str, list[tuple[str, int, int]]] = {
     "demo-a": [
-        ("astronaut", 128, 20), ("astronaut", 0, 256),
-        ("coffee", 40, 60), ("coffee", 330, 120),
-        ("hubble_deep_field", 20, 20), ("hubble_deep_field", 300, 260),
-        ("camera", 128, 40), ("brick", 128, 128), ("grass", 0, 0), ("coins", 64, 24),
+        ("astronaut", 40, 0), ("astronaut", 128, 128), ("coffee", 100, 20), ("coffee", 250, 128),
+        ("camera", 40, 20), ("camera", 128, 128), ("brick", 64, 64), ("coins", 0, 0),
+        ("coins", 190, 128), ("grass", 64, 64),
     ],
     "demo-b": [
-        ("chelsea", 100, 20), ("rocket", 0, 120), ("rocket", 300, 0),
-        ("immunohistochemistry", 0, 0), ("immunohistochemistry", 256, 256),
-        ("retina", 120, 120), ("retina", 400, 380),
-        ("motorcycle", 230, 120), ("gravel", 128, 128), ("moon", 0, 256),
+        ("chelsea", 100, 30), ("chelsea", 250, 100), ("rocket", 130, 100), ("rocket", 0, 0),
+        ("immunohistochemistry", 0, 0), ("immunohistochemistry", 128, 128), ("gravel", 64, 64),
+        ("moon", 64, 64), ("retina", 64, 64), ("retina", 0, 64),
     ],
 }
 
-#: Graded distortions: name -> three levels, mildest first.
+#: Calibration contents: (photo, left, top) crops of the pretraining photos.
+CALIBRATION: tuple[tuple[str, int, int], ...] = (
+    ("motorcycle_left", 40, 60), ("motorcycle_left", 200, 110), ("motorcycle_right", 120, 0),
+    ("hubble_deep_field", 0, 0), ("hubble_deep_field", 150, 120), ("cell", 64, 90),
+)
+
+#: Graded distortions: name -> four levels, mildest first (at 128 px).
 DISTORTIONS: dict[str, tuple[float, ...]] = {
-    "blur": (1.0, 2.0, 4.0),         # Gaussian blur radius (px)
-    "noise": (8.0, 20.0, 45.0),      # Gaussian noise sigma (grey levels of 255)
-    "jpeg": (40.0, 15.0, 5.0),       # JPEG quality
-    "contrast": (0.6, 0.35, 0.15),   # contrast factor (1 = unchanged)
+    "blur": (0.7, 1.3, 2.2, 3.5),        # Gaussian blur radius (px)
+    "noise": (5.0, 12.0, 25.0, 45.0),    # Gaussian noise sigma (grey levels of 255)
+    "jpeg": (50.0, 25.0, 12.0, 5.0),     # JPEG quality
+    "contrast": (0.7, 0.5, 0.3, 0.15),   # contrast factor (1 = unchanged)
 }
 
 DESCRIPTION = ("demo set built offline from scikit-image sample photos with graded synthetic distortions; "
-               "pseudo-MOS = SSIM x 100 (not human ratings)")
+               "pseudo-MOS = 100 x mean SSIM of the distortion level on fixed calibration contents "
+               "(one score per distortion level; not human ratings)")
 
 
 def _skimage_data_dir() -> Path:
@@ -93,16 +112,17 @@ def _skimage_data_dir() -> Path:
     return Path(skimage.data.__file__).parent
 
 
-def load_photo(name: str) -> Image.Image:
-    """One bundled photo as an RGB PIL image (read from the wheel's files: nothing downloads)."""
+def load_photo(name: str, short_side: int | None = SHORT_SIDE) -> Image.Image:
+    """One bundled photo as an RGB PIL image (read from the wheel's files: nothing downloads),
+    scaled (Lanczos) so its short side is ``short_side`` (None: as stored)."""
     path = _skimage_data_dir() / PHOTOS[name]
     if not path.is_file():
         raise BiqaError(f"scikit-image sample photo {path.name} is missing from {path.parent}; "
                         "reinstall scikit-image from its wheel (pip install --force-reinstall scikit-image)")
     with Image.open(path) as im:
         im = im.convert("RGB")
-    scale = _SCALE.get(name)
-    if scale:
+    if short_side:
+        scale = short_side / min(im.size)
         im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
     return im
 
@@ -139,13 +159,15 @@ def _publish(build, final: Path) -> Path:
 
 
 def pristine_dir() -> Path:
-    """A folder of the pristine sample photos as PNG (the default unlabelled data for QPT pretraining).
+    """A folder of the pretraining photos (``PRETRAIN_PHOTOS``, as stored) as PNG: the default
+    unlabelled data for QPT pretraining.  No demo set uses these photos, so the default
+    pretraining never sees a content the default eval tests on.
 
     Built on first call (well under a second), then reused.
     """
     def build(tmp: Path) -> None:
-        for name in PHOTOS:
-            load_photo(name).save(tmp / f"{name}.png", compress_level=1)
+        for name in PRETRAIN_PHOTOS:
+            load_photo(name, short_side=None).save(tmp / f"{name}.png", compress_level=1)
 
     return _publish(build, embedded_root() / "pristine")
 
@@ -170,16 +192,16 @@ def distort(image: Image.Image, kind: str, level: float, rng: np.random.Generato
     raise ValueError(f"unknown distortion {kind!r}")
 
 
-def pseudo_mos(reference: Image.Image, distorted: Image.Image) -> float:
+def ssim(reference: Image.Image, distorted: Image.Image) -> float:
     """SSIM of the distorted image to its source on luma (Gaussian window, sigma 1.5, as in
-    Wang et al. 2004), x100.  Needs no downloaded weights."""
+    Wang et al. 2004), clipped to [0, 1].  Needs no downloaded weights."""
     from skimage.metrics import structural_similarity
 
     ref = np.asarray(reference.convert("L"), dtype=np.float64)
     dist = np.asarray(distorted.convert("L"), dtype=np.float64)
-    ssim = structural_similarity(ref, dist, data_range=255.0,
-                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    return float(np.clip(ssim, 0.0, 1.0) * 100.0)
+    value = structural_similarity(ref, dist, data_range=255.0,
+                                  gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    return float(np.clip(value, 0.0, 1.0))
 
 
 def _crop(photo: Image.Image, left: int, top: int) -> Image.Image:
@@ -188,7 +210,22 @@ def _crop(photo: Image.Image, left: int, top: int) -> Image.Image:
     return photo.crop((left, top, left + SIZE, top + SIZE))
 
 
+@lru_cache(maxsize=1)
+def pseudo_mos_table() -> dict[tuple[str, int], float]:
+    """(distortion, level) -> pseudo-MOS: 100 x the mean SSIM that distortion leaves on the
+    ``CALIBRATION`` contents.  One number per level, whatever the content; pristine is 100."""
+    photos = {p: load_photo(p) for p in dict.fromkeys(p for p, _, _ in CALIBRATION)}
+    refs = [_crop(photos[p], left, top) for p, left, top in CALIBRATION]
+    table = {}
+    for kind, levels in DISTORTIONS.items():
+        for lv, level in enumerate(levels, start=1):
+            rng = np.random.default_rng([int(VERSION), lv, sum(map(ord, kind))])
+            table[(kind, lv)] = 100.0 * float(np.mean([ssim(r, distort(r, kind, level, rng)) for r in refs]))
+    return table
+
+
 def _build_set(name: str, tmp: Path) -> None:
+    mos = pseudo_mos_table()
     photos: dict[str, Image.Image] = {}
     rows = []
     (tmp / "images").mkdir()
@@ -203,10 +240,9 @@ def _build_set(name: str, tmp: Path) -> None:
         rng = np.random.default_rng([int(VERSION), c, sum(map(ord, name))])
         for kind, levels in DISTORTIONS.items():
             for lv, level in enumerate(levels, start=1):
-                img = distort(ref, kind, level, rng)
                 fname = f"images/{content}_{kind}{lv}.png"
-                img.save(tmp / fname, compress_level=1)
-                rows.append((fname, pseudo_mos(ref, img), content, kind, lv))
+                distort(ref, kind, level, rng).save(tmp / fname, compress_level=1)
+                rows.append((fname, mos[(kind, lv)], content, kind, lv))
     with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["image", "mos", "ref", "distortion", "level"])

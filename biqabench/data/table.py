@@ -176,6 +176,20 @@ def inside(root: Path, candidate: str | os.PathLike) -> bool:
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
+def _entry_path(i: int, name: str, rel: str, image_dir: Path, root: Path, issues: list) -> Path:
+    """Where row ``i``'s image is; a harmless placeholder (and an issue) for an empty name or one
+    that would leave ``root``."""
+    if not name:
+        issues.append(Issue(i, name, "path", "empty image name"))
+        return image_dir / f".biqabench-invalid-{i}"
+    rel = rel.replace("\\", "/")
+    candidate = Path(os.path.normpath(os.path.join(os.path.abspath(image_dir), rel)))
+    if os.path.isabs(rel) or not inside(root, candidate):
+        issues.append(Issue(i, name, "path", f"escapes the data root {root}"))
+        return image_dir / f".biqabench-invalid-{i}"
+    return candidate
+
+
 def build_table(
     name: str,
     root: Path | None,
@@ -223,17 +237,7 @@ def build_table(
             issues.append(Issue(i, n, "duplicate", f"also on row {seen[key] + 1}"))
         else:
             seen[key] = i
-        if not n:
-            issues.append(Issue(i, n, "path", "empty image name"))
-            paths.append(image_dir / f".biqabench-invalid-{i}")
-            continue
-        rel = rel.replace("\\", "/")
-        candidate = Path(os.path.normpath(os.path.join(os.path.abspath(image_dir), rel)))
-        if os.path.isabs(rel) or not inside(root_for_check, candidate):
-            issues.append(Issue(i, n, "path", f"escapes the data root {root_for_check}"))
-            paths.append(image_dir / f".biqabench-invalid-{i}")
-        else:
-            paths.append(candidate)
+        paths.append(_entry_path(i, n, rel, image_dir, root_for_check, issues))
     return IQATable(
         name=name, root=root, paths=paths, names=clean_names, mos=values, scale=scale,
         higher_better=higher_better,

@@ -123,4 +123,9 @@ def summary_markdown(title: str, metrics_df: pd.DataFrame, info: dict) -> str:
              f"logistic mapping of predictions onto the MOS scale ('fallback maps' counts splits where that fit "
              f"was impossible and a linear or no mapping was used). docs/protocol.md says what every number is."), "",
         ]
+    outside = info.get("outside_scale") or {}
+    if outside:
+        parts = [f"{name} {v['outside']} of {v['predictions']} (scale {v['scale'][0]:g}-{v['scale'][1]:g})"
+                 for name, v in outside.items()]
+        lines += ["Predictions outside the dataset's scale (counted, not clipped): " + "; ".join(parts) + ".", ""]
     return "\n".join(lines)

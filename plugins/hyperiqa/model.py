@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from biqabench.backbones import Backbone
@@ -161,3 +162,11 @@ class HyperIQAHead(IQAHead):
                 q = torch.sigmoid(q)
         return q.reshape(-1)
 
+    def cache_features(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stage 1-3 maps average-pooled to their LDA grids, stage 4 as it is.  Exact: an LDA
+        module's bias-free 1x1 conv commutes with average pooling, so pooling first changes
+        nothing but the size (ResNet-50 at 128 px: 60 k values per crop instead of 180 k)."""
+        return [F.adaptive_avg_pool2d(m, g) for m, g in zip(maps[:3], LDA_GRIDS)] + [maps[3]]
+
+    def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.score(feats)

@@ -32,7 +32,14 @@ class LinearHead(IQAHead):
         self.fc = nn.Linear(backbone.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x)[-1].mean(dim=(2, 3))).reshape(-1)
+        return self.score_features(self.cache_features(self.backbone(x)))
+
+    def cache_features(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Only the pooled last stage is read."""
+        return [maps[-1].mean(dim=(2, 3))]
+
+    def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.fc(feats[-1]).reshape(-1)
 
 
 def build(backbone, recipe: TrainRecipe) -> LinearHead:

@@ -23,10 +23,7 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,128 +32,25 @@ import torch
 
 from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
-from biqabench.config import load_yaml, override
 from biqabench.device import Runtime, get_runtime
 from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
+from biqabench.interrupt import Interrupted, StopFlag  # noqa: F401 - Interrupted is part of this API
 from biqabench.paths import results_root
 from biqabench.plots import loss_curve
 from biqabench.pretrain import PretrainRequest
 from biqabench.weights import WeightsRecord, WeightsStore
 from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StepBatches, StepSampler, ViewSpec, list_images,
                                         low_priority_worker, make_views, step_generators)
-from biqabench_plugins.qpt.degradations import DegradationConfig, space_size, validate
+from biqabench_plugins.qpt.config import (DEGRADE_ON, RESUMABLE_CHANGES, OptimConfig, QPTConfig,  # noqa: F401
+                                          config_for_request, load_config, validate_config)
+from biqabench_plugins.qpt.degradations import space_size
 from biqabench_plugins.qpt.recipe_log import RecipeLog
 from biqabench_plugins.qpt.moco import QPTModel
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-#: Settings that may change between an interrupted run and its --resume (the rest must match).
-RESUMABLE_CHANGES = ("steps", "epochs", "workers", "threads", "checkpoint_every", "log_recipes_every")
-DEGRADE_ON = ("auto", "workers", "device")
-
-
-@dataclass
-class OptimConfig:
-    """SGD with momentum, linear warm-up then cosine decay (MoCo v2's schedule)."""
-
-    lr: float = 0.003
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_steps: int = 5
-    schedule: str = "cosine"  # cosine | constant
-
-
-@dataclass
-class QPTConfig:
-    """Everything a QPT run needs. The defaults are the CPU demo (configs/qpt_pretrain_cpu.yaml)."""
-
-    steps: int = 40
-    epochs: float = 0.0          # > 0: train this many passes over the data instead of `steps`
-    batch_size: int = 16         # images per step per process
-    crop_size: int = 128         # pristine crop that is degraded; patches are cut from it
-    patch_size: int = 64
-    negative_degradations: int = 4  # other degradations d2, d3... per image (paper: one, d2)
-    patches_per_negative: int = 1   # patches cut from each d_k(x): the degradation-based negatives
-    embed_dim: int = 128
-    hidden_dim: int = 0          # projector width; 0: the backbone's output channels
-    projector_bn: bool = True    # BatchNorm in the projector (MoCo v3 style)
-    queue_size: int = 256
-    momentum: float = 0.9        # key encoder EMA
-    temperature: float = 0.2
-    in_batch_negatives: bool = True
-    key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
-    workers: int = 1             # DataLoader processes decoding images
-    threads: int = 1             # CPU intra-op threads; 0: auto (see cpu_threads). 1 is the robust
-                                 # choice for a small or shared CPU (see cpu_threads for measurements)
-    checkpoint_every: int = 20
-    log_recipes_every: int = 10  # every N steps, the step's recipes go to recipes.jsonl (0: never)
-    degrade_on: str = "auto"     # workers: whole batches built in DataLoader workers; device: degraded
-                                 # on the training device; auto: workers on CPU, device on CUDA
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    degradation: DegradationConfig = field(default_factory=DegradationConfig)
-
-
-def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
-    positive = ("batch_size", "crop_size", "patch_size", "negative_degradations", "patches_per_negative",
-                "embed_dim", "key_bn_splits",
-                "checkpoint_every")
-    for key in positive:
-        if getattr(cfg, key) < 1:
-            raise BiqaError(f"{where}: {key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.steps < 1 and cfg.epochs <= 0:
-        raise BiqaError(f"{where}: give steps >= 1 or epochs > 0")
-    if cfg.queue_size < 0 or cfg.workers < 0 or cfg.hidden_dim < 0 or cfg.log_recipes_every < 0:
-        raise BiqaError(f"{where}: queue_size, workers, hidden_dim and log_recipes_every must be >= 0")
-    if cfg.degrade_on not in DEGRADE_ON:
-        raise BiqaError(f"{where}: degrade_on must be one of {', '.join(DEGRADE_ON)}, got {cfg.degrade_on!r}")
-    if not 0.0 <= cfg.momentum < 1.0:
-        raise BiqaError(f"{where}: momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.temperature <= 0:
-        raise BiqaError(f"{where}: temperature must be > 0, got {cfg.temperature}")
-    if cfg.optim.schedule not in ("cosine", "constant"):
-        raise BiqaError(f"{where}: optim.schedule must be cosine or constant, got {cfg.optim.schedule!r}")
-    if cfg.optim.lr <= 0:
-        raise BiqaError(f"{where}: optim.lr must be > 0, got {cfg.optim.lr}")
-    validate(cfg.degradation, f"{where}: degradation")
-    return cfg
-
-
-def load_config(path: str | os.PathLike | None = None, values: dict | None = None) -> QPTConfig:
-    """Defaults (= configs/qpt_pretrain_cpu.yaml), then a YAML file, then ``values``; validated."""
-    cfg = QPTConfig()
-    where = "QPT config"
-    if path is not None:
-        where = str(path)
-        cfg = override(cfg, load_yaml(path), where=where)
-    cfg = override(cfg, values, where=where)
-    return validate_config(cfg, where)
-
-
-def config_for_request(request: PretrainRequest) -> QPTConfig:
-    """The run's config: file (or defaults), with the command-line options on top."""
-    values: dict = {}
-    if request.batch_size is not None:
-        values["batch_size"] = request.batch_size
-    if request.patch_size is not None:
-        values["patch_size"] = request.patch_size
-    if request.workers is not None:
-        values["workers"] = request.workers
-    if request.steps is not None and request.epochs is not None:
-        raise BiqaError("give --steps or --epochs, not both")
-    if request.steps is not None:
-        values.update(steps=request.steps, epochs=0.0)
-    if request.epochs is not None:
-        values["epochs"] = float(request.epochs)
-    cfg = load_config(request.config, values)
-    if cfg.patch_size > cfg.crop_size:
-        log.info("crop_size %d < patch_size %d: degrading %d px crops instead", cfg.crop_size, cfg.patch_size,
-                 2 * cfg.patch_size)
-        cfg = dataclasses.replace(cfg, crop_size=2 * cfg.patch_size)
-    return cfg
-
-
 # ------------------------------------------------------------------------------------------------
 # one training step
 # ------------------------------------------------------------------------------------------------
@@ -297,33 +191,6 @@ def _np_unstate(s: list) -> tuple:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-class StopFlag:
-    """SIGINT/SIGTERM set a flag instead of killing the step; a second Ctrl-C stops at once."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __enter__(self) -> "StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, prev in self._previous.items():
-            signal.signal(sig, prev)
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised after the checkpoint of an interrupted run is safely written."""
-
-
 def cpu_threads(requested: int = 0) -> int:
     """Intra-op threads for a CPU run: ``requested`` if > 0, else torch's count, or 1 on a busy CPU.
 
@@ -408,39 +275,18 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
     backbone = request.backbone
     data_root = Path(request.data) if request.data else default_data()
     paths = list_images(data_root)
-    b = cfg.batch_size
-    if cfg.epochs > 0:
-        total = max(1, math.ceil(cfg.epochs * len(paths) / (b * world)))
-    else:
-        total = cfg.steps
+    total = max(1, math.ceil(cfg.epochs * len(paths) / (cfg.batch_size * world))) if cfg.epochs > 0 else cfg.steps
     run_dir = run_folder(request)
     ckpt_path = run_dir / CHECKPOINT
     trainer = QPTTrainer.build(backbone, cfg, runtime, total, request.seed, rank, world)
     trainer.guard.policy = check_policy(request.nan_policy)
 
-    start, losses, wall_before = 0, [], 0.0
-    if request.resume:
-        state = _load_for_resume(ckpt_path, cfg, backbone, world, request.seed, runtime.device)
-        trainer.load_state(state)
-        start, losses, wall_before = int(state["step"]), list(state["losses"]), float(state["wall_time"])
-        trainer.kept = f"the last good checkpoint (step {start}) is kept at {ckpt_path}"
-        if start >= total:
-            log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
-    elif ckpt_path.is_file() and rank == 0:
-        log.warning("starting over: %s will be replaced (use --resume to continue it)", ckpt_path)
-
+    start, losses, wall_before = _start(request, cfg, trainer, ckpt_path, runtime, rank, world, total)
     in_workers = trainer.views_in_workers()
-    loader = torch.utils.data.DataLoader(
-        StepBatches(CropDataset(paths, cfg.crop_size, request.seed), b, request.seed, rank, world,
-                    views=trainer.view_spec() if in_workers else None),
-        batch_size=None, sampler=StepSampler(start), num_workers=cfg.workers,
-        pin_memory=runtime.device.type == "cuda",
-        worker_init_fn=low_priority_worker if runtime.device.type == "cpu" else None,
-    )
+    loader = _step_loader(paths, cfg, request.seed, start, trainer, in_workers, runtime, rank, world)
     recipe_log = RecipeLog(run_dir, cfg.log_recipes_every, request.seed, paths, data_root, start, enabled=rank == 0)
-    show = request.progress and rank == 0
-    bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step", disable=not show,
-               dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, desc=f"qpt {backbone}", unit="step",
+               disable=not (request.progress and rank == 0), dynamic_ncols=True)
 
     def save(step: int) -> None:
         if rank == 0:
@@ -449,27 +295,19 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
         trainer.kept = f"the last good checkpoint (step {step}) is kept at {ckpt_path}"
 
     step = start
-    smooth, rate = None, None
+    shown = _Postfix(bar, cfg.batch_size * world)
     with StopFlag() as stop:
         it = iter(loader) if start < total else None
         try:
             while step < total:
                 t0 = time.time()
-                item = next(it)
-                if in_workers:
-                    views = item
-                else:
-                    samples, crops = item
-                    views = dataclasses.replace(trainer.make_views(crops, step), samples=samples)
+                views = _views(next(it), in_workers, trainer, step)
                 recipe_log.write(step, views, rank)
                 stats = trainer.step(views.to(runtime), step)
                 step += 1
                 if stats is not None:  # None: a NaN/Inf loss skipped (--nan-policy skip), counted, not plotted
                     losses.append(stats["loss"])
-                    dt = time.time() - t0
-                    smooth = stats["loss"] if smooth is None else 0.9 * smooth + 0.1 * stats["loss"]
-                    rate = b * world / dt if rate is None else 0.8 * rate + 0.2 * b * world / dt
-                    bar.set_postfix(loss=f"{smooth:.3f}", img_s=f"{rate:.1f}", acc=f"{stats['acc']:.2f}")
+                    shown.update(stats, time.time() - t0)
                 bar.update(1)
                 if on_step is not None:
                     on_step(step, stats or {})
@@ -489,6 +327,56 @@ def _run(request: PretrainRequest, cfg: QPTConfig, runtime: Runtime, rank: int, 
     save(step)
     wall = wall_before + time.time() - t_start
     return _publish(request, cfg, trainer, losses, step, wall, run_dir, data_root, len(paths), runtime, rank, world)
+
+
+def _views(item, in_workers: bool, trainer: QPTTrainer, step: int) -> QPTBatch:
+    """The step's views: built in the DataLoader workers already, or degraded here from its crops."""
+    if in_workers:
+        return item
+    samples, crops = item
+    return dataclasses.replace(trainer.make_views(crops, step), samples=samples)
+
+
+class _Postfix:
+    """The progress bar's running loss and images/s (exponential averages)."""
+
+    def __init__(self, bar, images_per_step: int):
+        self.bar, self.images, self.smooth, self.rate = bar, images_per_step, None, None
+
+    def update(self, stats: dict, seconds: float) -> None:
+        self.smooth = stats["loss"] if self.smooth is None else 0.9 * self.smooth + 0.1 * stats["loss"]
+        rate = self.images / seconds
+        self.rate = rate if self.rate is None else 0.8 * self.rate + 0.2 * rate
+        self.bar.set_postfix(loss=f"{self.smooth:.3f}", img_s=f"{self.rate:.1f}", acc=f"{stats['acc']:.2f}")
+
+
+def _start(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, ckpt_path: Path, runtime: Runtime,
+           rank: int, world: int, total: int) -> tuple[int, list[float], float]:
+    """(first step, losses so far, seconds already spent): from the checkpoint with --resume."""
+    if request.resume:
+        state = _load_for_resume(ckpt_path, cfg, request.backbone, world, request.seed, runtime.device)
+        trainer.load_state(state)
+        start = int(state["step"])
+        trainer.kept = f"the last good checkpoint (step {start}) is kept at {ckpt_path}"
+        if start >= total:
+            log.info("checkpoint %s is already at step %d of %d", ckpt_path, start, total)
+        return start, list(state["losses"]), float(state["wall_time"])
+    if ckpt_path.is_file() and rank == 0:
+        log.warning("starting over: %s will be replaced (use --resume to continue it)", ckpt_path)
+    return 0, [], 0.0
+
+
+def _step_loader(paths: list, cfg: QPTConfig, seed: int, start: int, trainer: QPTTrainer, in_workers: bool,
+                 runtime: Runtime, rank: int, world: int) -> torch.utils.data.DataLoader:
+    """One item per step from ``start`` on: whole degraded batches when built in the workers,
+    else the step's pristine crops."""
+    return torch.utils.data.DataLoader(
+        StepBatches(CropDataset(paths, cfg.crop_size, seed), cfg.batch_size, seed, rank, world,
+                    views=trainer.view_spec() if in_workers else None),
+        batch_size=None, sampler=StepSampler(start), num_workers=cfg.workers,
+        pin_memory=runtime.device.type == "cuda",
+        worker_init_fn=low_priority_worker if runtime.device.type == "cpu" else None,
+    )
 
 
 def _publish(request: PretrainRequest, cfg: QPTConfig, trainer: QPTTrainer, losses: list[float], step: int,

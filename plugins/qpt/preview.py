@@ -20,7 +20,7 @@ app = typer.Typer(help="QPT (quality-aware pretraining): look at its degradation
 def _default_image() -> Path:
     from biqabench.data.embedded import pristine_dir
 
-    return pristine_dir() / "astronaut.png"
+    return pristine_dir() / "motorcycle_left.png"  # a pretraining photo (no demo set uses it)
 
 
 def load_crop(path: Path | None, size: int):
