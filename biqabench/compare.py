@@ -2,9 +2,9 @@
 
 ``biqabench results compare A B`` and the benchmark's gain tables both come from here.  Two runs
 are compared only when they were tested on the same splits: the same training set, and for every
-seed they share the same split file (``splits/split_<k>.csv``; runs made before split files
-existed are matched on dataset fingerprint, seeds and split settings instead).  Anything else is
-refused with one line naming what differs, because a delta between different test images says
+seed they share the same split file (``splits/split_<k>.csv``; a run made before split files
+existed cannot be checked, and is refused: its validation part was still drawn from all images).
+Anything else is refused with one line naming what differs, because a delta between different test images says
 nothing about the models.  The numbers themselves come from :func:`biqabench.stats.paired_test`.
 """
 
@@ -20,7 +20,6 @@ import pandas as pd
 from biqabench.errors import BiqaError
 from biqabench.stats import paired_test
 
-_SPLIT_SETTINGS = ("test_frac", "val_frac", "official_split")
 
 
 def run_label(run) -> str:
@@ -44,18 +43,6 @@ def _seed_of_split(run) -> dict[str, int]:
     if not seeds:
         return {str(k): int(k) for k in run.metrics.get("split", []) if str(k).isdigit()}
     return {str(k): int(s) for k, s in enumerate(seeds)}
-
-
-def _config(run) -> dict:
-    import yaml
-
-    path = run.path / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 def split_based(run) -> bool:
@@ -82,15 +69,10 @@ def splits_difference(a, b) -> str:
             if diff:
                 return f"split {k} (seed {seeds_a[k] if k < len(seeds_a) else k}) differs: {diff}"
         return ""
-    fp_a = ((a.get("datasets") or {}).get(a.get("train")) or {}).get("fingerprint")
-    fp_b = ((b.get("datasets") or {}).get(b.get("train")) or {}).get("fingerprint")
-    if fp_a != fp_b:
-        return f"their copies of {a.get('train')} differ (dataset fingerprints {str(fp_a)[:8]} vs {str(fp_b)[:8]})"
-    ca, cb = _config(a), _config(b)
-    for key in _SPLIT_SETTINGS:
-        if ca.get(key) != cb.get(key):
-            return f"their {key} differs ({ca.get(key)} vs {cb.get(key)})"
-    return ""
+    missing = [r.id for r, files in ((a, files_a), (b, files_b)) if not files]
+    return (f"{' and '.join(missing)} recorded no split files (made before runs wrote splits/split_<k>.csv, "
+            "when the validation part was taken from all images), so the splits cannot be checked; "
+            "use --unpaired for medians side by side")
 
 
 def _seeds(seeds: list) -> str:
@@ -103,7 +85,8 @@ def _seeds(seeds: list) -> str:
 def require_same_splits(a, b) -> None:
     diff = splits_difference(a, b)
     if diff:
-        raise BiqaError(f"cannot pair {a.id} and {b.id}: {diff}; rerun one with --splits-from {a.id}")
+        hint = "" if "no split files" in diff else f"; rerun one with --splits-from {a.id}"
+        raise BiqaError(f"cannot pair {a.id} and {b.id}: {diff}{hint}")
 
 
 def _per_seed(run, metric: str) -> dict[tuple[str, str], dict[int, float]]:

@@ -336,7 +336,7 @@ def test_cli_list_show_compare(cli, two_runs):
     cmp = pd.read_csv(_io.StringIO(out.output)).set_index(["test_set", "metric"])
     assert cmp.loc[("clive", "srcc"), "delta hyperiqa/qpt/resnet50"] == pytest.approx(0.06)
 
-    out = cli("results", "compare", "imagenet", "qpt", "--root", str(root), "--format", "latex")
+    out = cli("results", "compare", "imagenet", "qpt", "--root", str(root), "--format", "latex", "--unpaired")
     assert out.output.startswith("\\begin{tabular}")
 
     assert cli("results", "list", "--root", str(root), "--format", "xml").exit_code == 2

@@ -106,6 +106,10 @@ def test_compare_refuses_runs_on_other_splits_in_one_line(tmp_path):
     d = _fake_run(tmp_path, "d", [0.6, 0.62, 0.58])
     (d / "splits" / "split_1.csv").write_text((a / "splits" / "split_2.csv").read_text())  # same seeds, other split
     assert splits_difference(R.load_run(a), R.load_run(d)).startswith("split 1 (seed 1) differs")
+    import shutil
+
+    shutil.rmtree(d / "splits")  # a run from before split files: its splits cannot be checked
+    assert "recorded no split files" in splits_difference(R.load_run(a), R.load_run(d))
 
 
 def test_results_compare_cli_prints_the_paired_table(tmp_path, capsys):
