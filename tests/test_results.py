@@ -12,6 +12,7 @@ import json
 import math
 import secrets
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def test_new_run_dir_is_collision_safe_across_threads(tmp_path):
 def test_new_run_dir_retries_a_taken_name(tmp_path, monkeypatch):
     suffixes = iter(["aaaa", "aaaa", "aaaa", "bbbb"])
     monkeypatch.setattr(secrets, "token_hex", lambda n: next(suffixes))
+    # both calls in the same second, as a collision needs; on a loaded machine they may not be
+    monkeypatch.setattr(time, "strftime", lambda fmt, *args: "20260101-000000")
     first = R.new_run_dir("eval", "x", tmp_path)
     second = R.new_run_dir("eval", "x", tmp_path)
     assert first.name.endswith("-aaaa") and second.name.endswith("-bbbb")
