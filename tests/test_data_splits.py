@@ -6,25 +6,21 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from biqabench.data import IQATable, content_overlap, load_split, make_splits, save_split
 from biqabench.errors import BiqaError
+from split_tables import authentic_table, synthetic_table
 
 
 def authentic(n=50) -> IQATable:
-    names = [f"img{i:03d}.jpg" for i in range(n)]
-    return IQATable("auth", None, [Path("/x") / n_ for n_ in names], names, np.linspace(0, 100, n), (0, 100))
+    return authentic_table(n)
 
 
 def synthetic(refs=10, per_ref=6) -> IQATable:
-    names = [f"r{r:02d}_d{d}.png" for r in range(refs) for d in range(per_ref)]
-    content = [f"r{r:02d}" for r in range(refs) for _ in range(per_ref)]
-    return IQATable("syn", None, [Path("/x") / n for n in names], names, np.arange(len(names), dtype=float),
-                    (0, 100), content=np.array(content, dtype=object))
+    return synthetic_table(refs, per_ref)
 
 
 def as_names(table, split):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,6 +11,7 @@ from biqabench.data import IQATable, content_overlap, make_splits
 from biqabench.data.splitfiles import load_run_splits, read_split_table, split_difference, split_file
 from biqabench.errors import BiqaError
 from biqabench.runner import EvalConfig, evaluate
+from split_tables import authentic_table, synthetic_table
 
 TINY = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=2, lr=1e-3, lr_step=0)
 
@@ -25,15 +24,11 @@ def tiny_config(**kw) -> EvalConfig:
 
 
 def authentic(n=100) -> IQATable:
-    names = [f"img{i:03d}.jpg" for i in range(n)]
-    return IQATable("auth", None, [Path("/x") / n_ for n_ in names], names, np.linspace(0, 100, n), (0, 100))
+    return authentic_table(n)
 
 
 def synthetic(refs=20, per_ref=5) -> IQATable:
-    names = [f"r{r:02d}_d{d}.png" for r in range(refs) for d in range(per_ref)]
-    content = [f"r{r:02d}" for r in range(refs) for _ in range(per_ref)]
-    return IQATable("syn", None, [Path("/x") / n for n in names], names, np.arange(len(names), dtype=float),
-                    (0, 100), content=np.array(content, dtype=object))
+    return synthetic_table(refs, per_ref)
 
 
 def test_test_part_is_20_percent_and_validation_comes_out_of_the_80():
