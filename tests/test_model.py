@@ -171,7 +171,7 @@ def test_pyiqa_hyperiqa_checkpoint_loads_into_our_head(tmp_path):
 
     with torch.no_grad():
         direct = float(ours(normalise(x.numpy())[None]).mean())
-    assert m(img) == pytest.approx(direct, abs=1e-5)
+    assert m(img) == pytest.approx(direct, rel=1e-5)  # last bits differ with the CPU's kernels
 
 
 @pytest.mark.slow
