@@ -8,7 +8,7 @@ added here is accepted, built and listed everywhere at once.  Every builder goes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -16,23 +16,26 @@ from biqabench.errors import BiqaError
 
 if TYPE_CHECKING:  # pragma: no cover
     from biqabench.device import Runtime
-    from biqabench.heads import TrainRecipe
+
+#: What a builder reads of the head's training recipe (:class:`biqabench.heads.TrainRecipe`, which
+#: sits above this table: it checks its ``optimizer`` here): ``lr``, ``weight_decay``, ``optimizer``.
+Recipe = Any
 
 
-def _adam(runtime: "Runtime", groups: list, recipe: "TrainRecipe") -> torch.optim.Optimizer:
+def _adam(runtime: "Runtime", groups: list, recipe: Recipe) -> torch.optim.Optimizer:
     return runtime.optimizer(torch.optim.Adam, groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def _adamw(runtime: "Runtime", groups: list, recipe: "TrainRecipe") -> torch.optim.Optimizer:
+def _adamw(runtime: "Runtime", groups: list, recipe: Recipe) -> torch.optim.Optimizer:
     return runtime.optimizer(torch.optim.AdamW, groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
-def _sgd(runtime: "Runtime", groups: list, recipe: "TrainRecipe") -> torch.optim.Optimizer:
+def _sgd(runtime: "Runtime", groups: list, recipe: Recipe) -> torch.optim.Optimizer:
     return runtime.optimizer(torch.optim.SGD, groups, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
 
 
 #: recipe name -> builder ``(runtime, param_groups, recipe) -> optimizer``.
-OPTIMIZERS: dict[str, Callable[["Runtime", list, "TrainRecipe"], torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[["Runtime", list, Recipe], torch.optim.Optimizer]] = {
     "adam": _adam,
     "adamw": _adamw,
     "sgd": _sgd,
@@ -47,6 +50,6 @@ def check_optimizer(name: str, where: str = "recipe") -> str:
     return key
 
 
-def build_optimizer(runtime: "Runtime", groups: list, recipe: "TrainRecipe") -> torch.optim.Optimizer:
+def build_optimizer(runtime: "Runtime", groups: list, recipe: Recipe) -> torch.optim.Optimizer:
     """The optimiser ``recipe.optimizer`` names, over ``groups``."""
     return OPTIMIZERS[check_optimizer(recipe.optimizer)](runtime, groups, recipe)

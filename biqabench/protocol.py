@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from biqabench.data.splits import Split
     from biqabench.data.table import IQATable
     from biqabench.heads import TrainRecipe as Recipe
-    from biqabench.runner import EvalConfig
+    from biqabench.eval_config import EvalConfig
 
 #: A validation part smaller than this cannot rank epochs; the final epoch is kept instead.
 MIN_VAL_IMAGES = 3
