@@ -49,7 +49,7 @@ def snapshot_steps(first: int, total: int) -> list[int]:
 
 
 def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int, first: int, out: Path,
-                       seed: int = 0, overrides: dict | None = None) -> list[Path]:
+                       seed: int = 0, overrides: dict | None = None, precision: str = "fp32") -> list[Path]:
     """One ``biqabench pretrain qpt`` run (``run_qpt``) of ``steps`` steps; the query encoder's
     backbone at every snapshot step, as files.  Snapshots come from the run's own checkpoints
     (``checkpoint_every`` = the first snapshot step), so the loop is exactly the one users run."""
@@ -87,13 +87,13 @@ def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int
 
     t0 = time.time()
     record = run_qpt(PretrainRequest(backbone=backbone, data=str(data), steps=steps, config=str(cfg_file), seed=seed,
-                                     device="cpu", precision="fp32", run_dir=run_dir,
+                                     device="cpu", precision=precision, run_dir=run_dir,
                                      store=WeightsStore(out / "weights")), on_step=on_step)
     from biqabench.weights import read_state_dict
 
     snapshot(steps, read_state_dict(record.file))
     io.write_json(out / "pretrain.json", {"backbone": backbone, "config": config, "overrides": overrides or {},
-                                          "steps": steps, "seed": seed, "data": str(data),
+                                          "steps": steps, "seed": seed, "data": str(data), "precision": precision,
                                           "wall_s": round(time.time() - t0, 1), "weights": str(record.file),
                                           "qpt_config": __import__("dataclasses").asdict(cfg)})
     return files
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--first", type=int, default=25, help="first snapshot after step 0; then doubling")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", help="pretraining precision: fp32 | bf16 | auto (bf16 where "
+                    "the CPU runs it natively: ~2x on AVX-512-BF16, ~5x on AMX); the probe is always fp32")
     ap.add_argument("--out", help="study folder (snapshots, table, plot)")
     ap.add_argument("--combine", nargs="+", metavar="FOLDER", help="plot these study folders together "
                     "into --plot (nothing is trained or probed)")
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     if not a.probe_only:
         pretrain_snapshots(a.backbone, a.config, Path(a.data), a.steps, a.first, out, a.seed,
-                           _parse_overrides(a.set))
+                           _parse_overrides(a.set), a.precision)
     if a.pretrain_only:
         return 0
     return probe_main(a, out)
