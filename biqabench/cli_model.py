@@ -33,7 +33,7 @@ def score_command(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the CSV here (default: print it)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Give unreadable files an empty score and the reason (error column) instead of stopping."),
-    split: int = typer.Option(0, help="Which split's model of a run (eval keeps split 0's)."),
+    split: int = typer.Option(0, help="Which split's model of a run (eval keeps split 0's; every split's with --save-all-models)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
@@ -70,7 +70,7 @@ def predict_command(
 def export_command(
     run: str = typer.Argument(..., help="A finished eval run (id, unique prefix or folder)."),
     output: Path = typer.Option(..., "--output", "-o", help="The model file to write (.safetensors)."),
-    split: int = typer.Option(0, help="Which split's model (eval keeps split 0's)."),
+    split: int = typer.Option(0, help="Which split's model (eval keeps split 0's; every finished split's with eval --save-all-models)."),
 ) -> None:
     """Write a run's model as one file: weights + a header (head, backbone, recipe, test crops,
     scale, training set, version).  Load it with --model FILE or biqabench.load_model(FILE)."""

@@ -27,7 +27,7 @@ def eval_command(
     splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (splits/split_<k>.csv) exactly: its id, a unique part, or its folder. Needed to compare two runs split by split."),
     official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official train/val/test split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
     val_frac: Optional[float] = typer.Option(None, "--val-frac", help=f"Share of each split's training part held out to pick the epoch (default {_E.val_frac:g}; 0: keep the final epoch)."),
-    protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (ridge on frozen features, as `biqabench probe`; no head)."),
+    protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (no SGD epochs: runs `biqabench probe`, a ridge on frozen pooled features, on these splits; --head and --recipe do not apply)."),
     recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
     config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
@@ -37,6 +37,7 @@ def eval_command(
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
     plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help=f"Mapping before PLCC/RMSE (logistic): logistic4 | logistic5 (VQEG). Default {_E.plcc_fit}."),
+    save_all_models: Optional[bool] = typer.Option(None, "--save-all-models", help="Keep every split's fine-tuned head (splits/<k>/model.safetensors), not only split 0's, so `biqabench export --split K` works for any split."),
     compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
     nan_policy: Optional[str] = typer.Option(None, help=f"A NaN/Inf loss: stop (one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest). Default {_E.nan_policy}."),
     resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
@@ -57,7 +58,7 @@ def eval_command(
                      val_frac=val_frac, deterministic=deterministic, plcc_fit=plcc_fit, protocol=protocol,
                      recipe=recipe, data_root=data_root, skip_bad=skip_bad,
                      device=device, precision=precision, workers=workers, nan_policy=nan_policy,
-                     compile=compile)
+                     compile=compile, save_all_models=save_all_models)
     if resume:
         run = evaluate(resume=resume, progress=not no_progress)
     else:
@@ -75,6 +76,8 @@ def probe_command(
     test: Optional[str] = typer.Option(None, help="Comma list of datasets scored in full by each split's ridge (cross-dataset)."),
     splits: Optional[int] = typer.Option(None, help=f"Number of seeded content-aware splits, as in eval. Default {_P.splits}."),
     seed: Optional[int] = typer.Option(None, help=f"First split's seed (and the seed of random weights). Default {_P.seed}."),
+    splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (eval's or probe's) exactly: its id, a unique part, or its folder. Pairs the probe with that run in `results compare`."),
+    official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
     size: Optional[int] = typer.Option(None, help=f"Shorter side (px) of the whole image fed to the backbone; 0: native. Default {_P.size}."),
     half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help=f"Add the features of a half-scale copy (CONTRIQUE). Default {'on' if _P.half_scale else 'off'}."),
     folds: Optional[int] = typer.Option(None, help=f"Inner CV folds on the training part that choose alpha. Default {_P.folds}."),
@@ -91,7 +94,8 @@ def probe_command(
     Each whole image and a half-scale copy go through the frozen backbone once; the mean and std
     of every stage are cached under $BIQABENCH_CACHE/features (keyed on the weights' sha256), so
     probing the same weights again extracts nothing. Ridge alpha is chosen by inner CV on each
-    split's training part only. Same splits and run folder as eval: compare with
+    split's training part only. Same splits (written as splits/split_<k>.csv, equal to eval's for
+    the same seed and dataset) and run folder as eval: compare with
     `biqabench results compare RUN_A RUN_B`.
 
     Example:  biqabench probe --weights random --backbone resnet18 --train clive --data-root ../shared/data
@@ -100,7 +104,8 @@ def probe_command(
 
     overrides = dict(weights=weights, backbone=backbone, train=train,
                      test=[t.strip() for t in test.split(",") if t.strip()] if test is not None else None,
-                     splits=splits, seed=seed, size=size, half_scale=half_scale, folds=folds,
+                     splits=splits, seed=seed, splits_from=splits_from, official_split=official_split,
+                     size=size, half_scale=half_scale, folds=folds,
                      data_root=data_root, device=device, precision=precision)
     run = run_probe(config, run_dir=run_dir, progress=not no_progress, **overrides)
     typer.echo((run / "summary.md").read_text())

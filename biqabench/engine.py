@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from biqabench import checkpoint as ckpt
 from biqabench import distributed
@@ -31,6 +30,7 @@ from biqabench.device import Runtime
 from biqabench.divergence import NanGuard
 from biqabench.heads import IQAHead, TrainRecipe
 from biqabench.optimizers import build_optimizer
+from biqabench.progress import ProgressBar as tqdm  # draws its final count (biqabench.progress)
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,7 @@ class EvalConfig:
     compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
     workers: int = -1                  # DataLoader workers; -1: automatic
     save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
+    save_all_models: bool = False      # keep every split's head (splits/<k>/model.safetensors) for export --split
     nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
 
     def datasets(self) -> tuple[str, list[str]]:
@@ -118,7 +119,10 @@ class ProbeConfig:
     splits: int = 10
     seed: int = 0                      # first split's seed; also seeds the random initialisation
     test_frac: float = 0.2
+    val_frac: float = 0.1              # as eval's default, only so the split files equal eval's:
+                                       # the ridge trains on train + val (no epochs to select)
     official_split: bool = False
+    splits_from: str = ""              # a run (eval or probe; id or folder) whose split files to reuse
     size: int = 384                    # shorter side of the full-scale input; 0: native size
     half_scale: bool = True            # add the half-scale copy's features (CONTRIQUE)
     alphas: list[float] = field(default_factory=lambda: list(ALPHAS))

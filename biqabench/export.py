@@ -44,17 +44,22 @@ def build_head(info: ModelInfo, state: dict | None = None, where: str = "model")
 
 
 def _run_model_file(folder, split: int) -> Path:
-    candidates = [folder.split_dir(split) / folder.model_path.name]
-    if split == 0:
-        candidates.insert(0, folder.model_path)
-    for c in candidates:
-        if c.is_file():
-            return c
-    if split != 0:
-        raise BiqaError(f"run {folder.path} kept no model for split {split} (eval saves split 0's model as "
-                        f"{folder.model_path.name}); use --split 0")
-    raise BiqaError(f"run {folder.path} has no {folder.model_path.name} (it was run with save_model: false, "
-                    f"or did not finish its first split)")
+    """The file holding split ``split``'s head; a one-line error naming the splits whose model the
+    run kept (eval keeps split 0's; ``save_all_models: true`` keeps every finished split's)."""
+    if split < 0:
+        raise BiqaError(f"--split {split}: splits are numbered from 0")
+    path = folder.split_model_path(split)
+    if path.is_file():
+        return path
+    kept = folder.kept_models()
+    finished = folder.completed_splits()
+    if str(split) not in finished:
+        why = f"it finished split(s) {', '.join(finished)} only" if finished else "it finished no split"
+    else:
+        why = "eval keeps split 0's unless run with --save-all-models"
+    have = (f"models kept: split(s) {', '.join(map(str, kept))}, e.g. --split {kept[0]}" if kept else
+            "it kept no model at all (run with save_model: false, or its first split did not finish)")
+    raise BiqaError(f"run {folder.path} kept no model for split {split} ({why}); {have}")
 
 
 def info_from_run(folder, split: int = 0) -> ModelInfo:

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from biqabench.data.patches import crop_boxes, normalise, test_crop_seed, upscale_if_small
 from biqabench.device import Runtime
 from biqabench.errors import BiqaError
 from biqabench.heads import IQAHead, TrainRecipe as Recipe
+from biqabench.progress import ProgressBar as tqdm  # draws its final count (biqabench.progress)
 
 Box = tuple[int, int, bool]  # (top, left, hflip)
 

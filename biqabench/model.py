@@ -123,7 +123,7 @@ class Model:
         otherwise the first one stops with its one-line error.  ``names`` (default: the file
         names) seed the test crops, as the dataset's image names do in evaluation.
         """
-        from tqdm.auto import tqdm
+        from biqabench.progress import ProgressBar as tqdm
 
         resize = self.info.resize if resize is None else resize
         names = names if names is not None else [f.name for f in files]

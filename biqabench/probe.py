@@ -11,10 +11,14 @@ What it does, following CONTRIQUE's protocol (Madhusudana et al., TIP 2022) wher
    probe of the same weights (other splits, other test sets, another alpha grid) extracts nothing.
 3. Ridge regression (:mod:`biqabench.ridge`, closed form) predicts the normalised MOS; alpha is
    chosen by a grouped k-fold CV *on the training part of each split only*.
-4. The splits are ``eval``'s: the same seeded, content-aware splits (``make_splits``), training
-   on the train (+ validation) part, testing on the test part and in full on every ``--test``
-   set.  The run folder is ``eval``'s too (metrics.csv, predictions.csv, summary.md with medians
-   and bootstrap CIs, manifest), so ``biqabench results list/show/compare`` read probes.
+4. The splits are ``eval``'s, planned by the same code (:func:`biqabench.protocol.plan_splits`):
+   seeded content-aware splits, the official one, or another run's files (``--splits-from``),
+   written as ``splits/split_<k>.csv`` exactly as ``eval`` writes them (the validation part is
+   drawn as eval's is, so the files are equal; the ridge trains on train + validation, the test
+   part does not depend on it).  It tests on the test part and in full on every ``--test`` set.
+   The run folder is ``eval``'s too (metrics.csv, predictions.csv, summary.md with medians and
+   bootstrap CIs, manifest), so ``biqabench results list/show/compare`` read probes, and compare
+   pairs a probe with another probe or an eval split by split.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ def load_probe_config(path: str | Path | None = None, **overrides: Any) -> Probe
         raise BiqaError(f"alphas must be a non-empty list of positive numbers (got {cfg.alphas})")
     if not 0.0 < cfg.test_frac < 1.0:
         raise BiqaError(f"test_frac must be in (0, 1) (got {cfg.test_frac})")
+    if not 0.0 <= cfg.val_frac < 1.0:
+        raise BiqaError(f"val_frac must be in [0, 1) (got {cfg.val_frac})")
     return cfg
 
 
@@ -219,8 +225,10 @@ def _split_results(k: int, split, cfg: ProbeConfig, tables: dict, feats: dict, t
 def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | Path | None = None,
               progress: bool = True, cache: FeatureCache | None = None, **overrides: Any) -> Path:
     """Extract (or read cached) features, fit ridge per split, write the run folder; return its path."""
-    from biqabench.data import load_dataset, make_splits
+    from biqabench.data import load_dataset
+    from biqabench.data.splitfiles import write_split_files
     from biqabench.device import get_runtime
+    from biqabench.protocol import plan_splits
     from biqabench.results import RunFolder
 
     started = time.time()
@@ -232,12 +240,13 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     root = cfg.data_root or None
     tables = {n: load_dataset(n, root, skip_bad=cfg.skip_bad, **cfg.dataset_options.get(n, {}))
               for n in [train_name, *test_names]}
-    split_list = make_splits(tables[train_name], n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
-                             official=cfg.official_split)
+    split_list, source = plan_splits(cfg, tables[train_name], None)  # eval's planning, eval's files
     label = f"ridge-{weights.label}-{cfg.backbone}"
     folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("probe", label)
     folder.write_config(dataclasses.asdict(cfg))
+    records = write_split_files(folder.path, tables[train_name], split_list)
     manifest = _manifest(cfg, weights, digest, runtime, tables, train_name, test_names)
+    manifest.update(_split_manifest(cfg, split_list, source, records))
     folder.write_manifest(**manifest)
     try:
         feats, fstats = {}, {}
@@ -270,13 +279,21 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     return folder.path
 
 
+def _split_manifest(cfg: ProbeConfig, splits: list, source: str, records: list) -> dict:
+    """The manifest's split fields, as eval records them (``results compare`` pairs on these)."""
+    from biqabench.protocol import split_fields
+
+    return {"splits": len(splits), "seeds": [int(s.seed) for s in splits], **split_fields(cfg, source, records),
+            "model_selection": "none: no epochs; the ridge trains on train + val, alpha by grouped "
+                               f"{cfg.folds}-fold CV on those rows"}
+
+
 def _manifest(cfg: ProbeConfig, weights, digest: str, runtime, tables: dict, train_name: str,
               test_names: list[str]) -> dict:
     return {
         "kind": "probe", "head": "ridge", **weights.describe(), "backbone_state_sha256": digest,
         "backbone": cfg.backbone, "protocol": "linear-probe",
-        "train": train_name, "test": test_names, "splits": cfg.splits,
-        "seeds": [cfg.seed + k for k in range(cfg.splits)], "device": str(runtime.device),
+        "train": train_name, "test": test_names, "device": str(runtime.device),
         "precision": runtime.precision,
         "probe": {"size": cfg.size, "half_scale": cfg.half_scale, "pooling": "per-stage mean + std",
                   "feature_version": FEATURE_VERSION, "folds": cfg.folds, "alpha_grid": list(cfg.alphas),

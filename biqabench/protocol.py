@@ -17,15 +17,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from biqabench.data.splits import Split
     from biqabench.data.table import IQATable
     from biqabench.heads import TrainRecipe as Recipe
-    from biqabench.eval_config import EvalConfig
+    from biqabench.eval_config import EvalConfig, ProbeConfig
 
 #: A validation part smaller than this cannot rank epochs; the final epoch is kept instead.
 MIN_VAL_IMAGES = 3
 
 
-def plan_splits(cfg: "EvalConfig", table: "IQATable", run_path: Path | None) -> tuple[list["Split"], str]:
+def plan_splits(cfg: "EvalConfig | ProbeConfig", table: "IQATable", run_path: Path | None
+                ) -> tuple[list["Split"], str]:
     """(splits, where they came from): ``own files`` when resuming a run that recorded them, the
-    source run's id with ``splits_from``, else ``official`` or ``seeds <first>..<last>``."""
+    source run's id with ``splits_from``, else ``official`` or ``seeds <first>..<last>``.
+
+    ``eval`` and ``probe`` both plan here (``cfg`` needs splits, seed, test_frac, val_frac,
+    official_split, splits_from), so a probe and an eval of the same settings write the same files."""
     from biqabench import results
     from biqabench.data import make_splits
     from biqabench.data.splitfiles import load_run_splits, run_split_files
@@ -42,7 +46,10 @@ def plan_splits(cfg: "EvalConfig", table: "IQATable", run_path: Path | None) -> 
         if trained_on and trained_on != table.name:
             raise BiqaError(f"--splits-from {source.id}: that run split {trained_on!r}, this one trains on "
                             f"{table.name!r}; give a run on the same training set")
-        return load_run_splits(source.path, table, source.get("seeds")), source.id
+        try:
+            return load_run_splits(source.path, table, source.get("seeds")), source.id
+        except BiqaError as exc:  # e.g. its files name images this dataset lacks
+            raise BiqaError(f"--splits-from {source.id}: {exc}") from None
     splits = make_splits(table, n=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac, val_frac=cfg.val_frac,
                          official=cfg.official_split)
     if cfg.official_split:
@@ -95,17 +102,23 @@ def input_size(table: "IQATable", recipe: "Recipe") -> str:
     return f"{folder} folder, {size}" if folder else size
 
 
+def split_fields(cfg: "EvalConfig | ProbeConfig", source: str, split_records: list | None) -> dict:
+    """What the manifest says about a run's splits (eval's and probe's alike): the files it wrote,
+    where the splits came from, and the fractions they were drawn with."""
+    return {"split_files": split_records, "splits_from": source, "test_frac": cfg.test_frac,
+            "val_frac": cfg.val_frac}
+
+
 def protocol_fields(cfg: "EvalConfig", recipe: "Recipe", splits: list["Split"], source: str,
                     split_records: list | None, tables: list["IQATable"]) -> dict:
     """What the manifest (and so the summary) says about the protocol; ``tables[0]`` trains."""
     from biqabench.targets import describe
 
-    return {"split_files": split_records, "splits_from": source, "test_frac": cfg.test_frac,
-            "val_frac": cfg.val_frac, "plcc_fit": cfg.plcc_fit,
+    return {**split_fields(cfg, source, split_records), "plcc_fit": cfg.plcc_fit,
             "training_target": describe(tables[0], recipe.target),
             "model_selection": model_selection(splits, cfg.val_frac),
             "input_size": {t.name: input_size(t, recipe) for t in tables}}
 
 
 __all__ = ["MIN_VAL_IMAGES", "REFERENCE_INPUT", "dataset_options", "effective_resize", "input_size",
-           "model_selection", "plan_splits", "protocol_fields"]
+           "model_selection", "plan_splits", "protocol_fields", "split_fields"]

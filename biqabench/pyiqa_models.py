@@ -159,7 +159,7 @@ class PyiqaMetricBackend:
 
     def score(self, images, runtime, *, seed: int, progress: bool = False, desc: str = "score") -> np.ndarray:
         import torch
-        from tqdm.auto import tqdm
+        from biqabench.progress import ProgressBar as tqdm
 
         out = []
         with torch.inference_mode():

@@ -131,15 +131,16 @@ def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Pa
 
 
 def _linear_probe(cfg: EvalConfig, run_dir: str | Path | None, progress: bool) -> Path:
-    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits;
-    the head and its recipe do not apply (a ridge on pooled frozen features replaces them)."""
+    """``eval --protocol linear-probe`` is ``biqabench probe`` with eval's datasets and splits
+    (seeds, fractions, ``--official-split``, ``--splits-from``: the same split files); the head and
+    its recipe do not apply (a ridge on pooled frozen features replaces the SGD epochs)."""
     from biqabench.probe import ProbeConfig, run_probe
 
     if cfg.head != EvalConfig.head:
         log.warning("--protocol linear-probe fits a ridge on frozen features; --head %s is not used", cfg.head)
     probe_cfg = ProbeConfig(weights=cfg.weights, backbone=cfg.backbone, train=cfg.train, test=list(cfg.test),
-                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac,
-                            official_split=cfg.official_split, data_root=cfg.data_root,
+                            splits=cfg.splits, seed=cfg.seed, test_frac=cfg.test_frac, val_frac=cfg.val_frac,
+                            official_split=cfg.official_split, splits_from=cfg.splits_from, data_root=cfg.data_root,
                             dataset_options=dict(cfg.dataset_options), skip_bad=cfg.skip_bad, device=cfg.device,
                             precision="fp32" if cfg.precision == "auto" else cfg.precision)
     return run_probe(probe_cfg, run_dir=run_dir, progress=progress)
@@ -348,8 +349,8 @@ def _write_split(plan: _Plan, folder: RunFolder, k: int, model: IQAHead, result,
     history = pd.DataFrame(result.history).assign(split=k, best_epoch=result.best_epoch, **result.skipped)
     folder.write_history(history, split=k)
     folder.write_predictions(pd.DataFrame(preds), split=k)
-    if k == 0 and plan.cfg.save_model:
-        folder.save_model(model.state_dict())
+    if plan.cfg.save_all_models or (k == 0 and plan.cfg.save_model):
+        folder.save_model(model.state_dict(), split=k)
     folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
     folder.remove_checkpoint(k)
 def outside_scale_counts(predictions: pd.DataFrame, manifest: dict) -> dict:

@@ -187,3 +187,37 @@ def test_test_command_writes_a_run_folder_results_can_read(tiny_model_run, tmp_p
     assert json.loads((piqe.path / "manifest.json").read_text())["weights"] == "pyiqa"
     code, _, line = invoke_cli(capsys, "test", "--model", "pyiqa:piqe", "--test", "nosuchset", *RUN)
     assert code == 2 and "nosuchset" in line
+
+
+@pytest.fixture(scope="module")
+def all_models_run(tmp_path_factory):
+    """A two-split eval that keeps every split's head (--save-all-models)."""
+    from biqabench.runner import EvalConfig, evaluate
+
+    recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
+    cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=2, recipe="cpu", recipe_overrides=recipe,
+                     device="cpu", precision="fp32", workers=0, save_all_models=True)
+    return evaluate(cfg, run_dir=tmp_path_factory.mktemp("all_models") / "run", progress=False)
+
+
+def test_export_any_kept_split_and_score_as_that_split_did(all_models_run, tmp_path, capsys):
+    from biqabench import load_model
+    from biqabench.data import load_dataset
+
+    code, out, err = invoke_cli(capsys, "export", all_models_run, "--split", "1", "-o", tmp_path / "m1.safetensors")
+    assert code == 0, err
+    m = load_model(tmp_path / "m1.safetensors", device="cpu", precision="fp32")
+    assert m.info.extra["split"] == 1
+    table = load_dataset("demo-b")
+    preds = pd.read_csv(all_models_run / "predictions.csv").query("test_set == 'demo-b'")
+    rows = {k: preds[preds.split == k].head(6) for k in (0, 1)}
+    files = [table.paths[table.names.index(n)] for n in rows[1].image]
+    assert np.allclose(m(files), rows[1].pred.to_numpy(), atol=1e-4)  # split 1's head, not split 0's
+    assert not np.allclose(rows[0].pred.to_numpy(), rows[1].pred.to_numpy(), atol=1e-4)
+    code, _, line = invoke_cli(capsys, "export", all_models_run, "--split", "2", "-o", tmp_path / "m2.safetensors")
+    assert code != 0 and "split 2" in line and "finished split(s) 0, 1 only" in line and "split(s) 0, 1" in line
+
+
+def test_export_of_a_split_whose_model_was_not_kept_names_the_kept_ones(tiny_model_run, tmp_path, capsys):
+    code, _, line = invoke_cli(capsys, "export", tiny_model_run, "--split", "1", "-o", tmp_path / "m.safetensors")
+    assert code != 0 and "kept no model for split 1" in line and "models kept: split(s) 0" in line

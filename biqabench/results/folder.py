@@ -15,7 +15,8 @@ Every evaluation writes one folder ``<results>/runs/<id>/``::
     history.csv          all splits' training histories merged
     summary.md           per test set: median SRCC/PLCC over splits, mean ± std, 95% CI
     plots/               scatter plots (one per test set) and training curves
-    model.safetensors    split 0's fine-tuned head (``biqabench predict``), unless save_model: false
+    model.safetensors    split 0's fine-tuned head (``biqabench predict``), unless save_model: false;
+                         with save_all_models: true every other split's too, as splits/<k>/model.safetensors
 
 Ids start with a timestamp (``20261126-153012-eval-hyperiqa-qpt-1a2b``) so they sort by time and a
 unique prefix or fragment is enough to name one.  Every file is written atomically.  No other
@@ -325,9 +326,20 @@ class RunFolder:
         plots.training_curves(history, self.plots_dir / "training_curves.png")
 
     # -- the fine-tuned model --------------------------------------------------------------------------
-    def save_model(self, state_dict: Mapping[str, Any]) -> Path:
-        io.save_safetensors(dict(state_dict), self.model_path)
-        return self.model_path
+    def split_model_path(self, split: Any) -> Path:
+        """Where split ``split``'s fine-tuned head is kept (split 0's at the top, as it always was)."""
+        return self.model_path if _split_key(split) == "0" else self.split_dir(split) / MODEL
+
+    def save_model(self, state_dict: Mapping[str, Any], split: Any = 0) -> Path:
+        return io.save_safetensors(dict(state_dict), self.split_model_path(split))
+
+    def kept_models(self) -> list[int]:
+        """The splits whose fine-tuned head this run kept, in order."""
+        kept = [0] if self.model_path.is_file() else []
+        if self.splits_dir.is_dir():
+            kept += sorted(int(d.name) for d in self.splits_dir.iterdir()
+                           if d.name.isdigit() and d.name != "0" and (d / MODEL).is_file())
+        return kept
 
     def load_model_state(self) -> dict:
         from biqabench.weights import read_state_dict
