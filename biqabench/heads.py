@@ -169,6 +169,21 @@ class IQAHead(nn.Module):
         return groups
 
 
+@dataclass(frozen=True)
+class PyiqaCheckpoint:
+    """How a head takes pyiqa's published checkpoints of its architecture (``pyiqa:METRIC:FILE``).
+
+    The head's own plugin ships this, so the core loads pyiqa checkpoints into any installed head
+    (bundled or third-party) without knowing their layouts: ``backbone(state)`` names the backbone
+    the state dict holds, the head is built around it, and ``load(head, state)`` moves the tensors
+    in (returning a :class:`biqabench.weights.LoadReport`, raising a one-line error on misfit).
+    """
+
+    backbone: Callable[[Mapping[str, torch.Tensor]], str]
+    load: Callable[[nn.Module, Mapping[str, torch.Tensor]], Any]
+    metric: str = ""  # pyiqa's metric name for these checkpoints ("": the head's own name)
+
+
 @dataclass
 class HeadSpec:
     """What a head plugin registers.
@@ -185,6 +200,12 @@ class HeadSpec:
     reference: str = ""  # paper / code it follows
     presets: Mapping[str, Path] = field(default_factory=dict)
     options: type | None = None  # dataclass of the head's ``recipe.options`` keys (None: it takes none)
+    pyiqa: PyiqaCheckpoint | None = None  # loads pyiqa's checkpoints of this architecture (None: none)
+
+    @property
+    def pyiqa_metric(self) -> str:
+        """The pyiqa metric whose checkpoints this head loads ("" when it loads none)."""
+        return "" if self.pyiqa is None else (self.pyiqa.metric or self.name)
 
     def check_options(self, recipe: TrainRecipe) -> Any:
         """``recipe.options`` as the head's options dataclass (names and types checked, with a
@@ -227,6 +248,20 @@ def presets_in(package: str) -> dict[str, Path]:
 
 def head_spec(name: str) -> HeadSpec:
     return registry("heads").get(name)
+
+
+def pyiqa_head(metric: str) -> HeadSpec | None:
+    """The installed head that loads pyiqa ``metric``'s checkpoints, or None (pyiqa runs it itself).
+
+    Two heads claiming one metric is an error naming both, as for two plugins claiming one name."""
+    from biqabench.errors import BiqaError
+
+    found = [e for e in registry("heads").entries() if e.obj.pyiqa_metric == metric]
+    if len(found) > 1:
+        raise BiqaError(f"pyiqa:{metric}: heads {', '.join(repr(e.name) for e in found)} (plugins "
+                        f"{', '.join(repr(e.plugin) for e in found)}) both load its checkpoints; uninstall one "
+                        "or restrict plugins with BIQABENCH_PLUGINS")
+    return found[0].obj if found else None
 
 
 def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str = "random",

@@ -2,9 +2,10 @@
 
 Sources (``--model`` / :func:`biqabench.load_model`):
 
-* ``pyiqa:hyperiqa:FILE``, ``pyiqa:tres:FILE``: pyiqa's published checkpoint ``FILE`` loaded into
-  our HyperIQA / TReS head by the parity-tested loaders (``plugins/*/pyiqa_compat.py``) and scored
-  by our engine on our protocol (seeded crops, batched, bf16 where native);
+* ``pyiqa:METRIC:FILE`` where an installed head loads METRIC's checkpoints (``HeadSpec.pyiqa``;
+  the bundled HyperIQA and TReS heads do, with parity-tested loaders): pyiqa's published checkpoint
+  ``FILE`` loaded into that head and scored by our engine on our protocol (seeded crops, batched,
+  bf16 where native);
 * ``pyiqa:NAME[:FILE]``: any blind (NR) pyiqa metric, run by pyiqa itself on each whole image
   (``FILE``: its ``pretrained_model_path``).  Scale and direction come from pyiqa's metadata
   (``score_range``, ``lower_better``).
@@ -31,9 +32,6 @@ import numpy as np
 
 from biqabench.errors import BiqaError
 from biqabench.model_parts import HeadBackend, ModelInfo
-
-OUR_HEADS = ("hyperiqa", "tres")
-
 
 class _MissingWeights(BiqaError):
     pass
@@ -169,35 +167,29 @@ class PyiqaMetricBackend:
         return np.asarray(out, dtype=np.float64)
 
 
-def _resnet_of(state: dict, prefix: str) -> str:
-    """Which ResNet a checkpoint holds (bottleneck blocks: 50; basic: 34 or 18 by depth)."""
-    keys = [k.removeprefix("module.") for k in state]
-    if any(k.startswith(f"{prefix}layer1.0.conv3.") for k in keys):
-        return "resnet50"
-    return "resnet34" if any(k.startswith(f"{prefix}layer3.5.") for k in keys) else "resnet18"
-
-
 def checkpoint_model(name: str, file: str) -> tuple[ModelInfo, HeadBackend]:
-    """pyiqa's ``name`` (hyperiqa | tres) checkpoint in our head, scored on our protocol."""
+    """pyiqa metric ``name``'s checkpoint ``file`` in the installed head whose plugin loads that
+    layout (:class:`biqabench.heads.PyiqaCheckpoint`), scored on our protocol."""
     from biqabench.backbones import create_backbone
-    from biqabench.heads import create_head, head_spec
+    from biqabench.heads import create_head, pyiqa_head
+    from biqabench.plugins import registry
     from biqabench.weights import read_state_dict
 
+    spec = pyiqa_head(name)
+    if spec is None:
+        able = ", ".join(f"{e.obj.pyiqa_metric} ({e.name})" for e in registry("heads").entries() if e.obj.pyiqa)
+        raise BiqaError(f"pyiqa:{name}:{file}: no installed head loads pyiqa {name!r} checkpoints (installed: "
+                        f"{able or 'none'}); a head plugin declares it with HeadSpec(pyiqa=PyiqaCheckpoint(...))")
     if not Path(file).is_file():
         raise BiqaError(f"pyiqa:{name}:{file}: no such checkpoint file")
     state = read_state_dict(file)
-    backbone = "resnet50" if name == "hyperiqa" else _resnet_of(state, "model.")
-    spec = head_spec(name)
-    head = create_head(name, create_backbone(backbone, weights="random"), recipe=spec.recipe)
-    if name == "hyperiqa":
-        from biqabench_plugins.hyperiqa.pyiqa_compat import load_pyiqa_checkpoint
-    else:
-        from biqabench_plugins.tres.pyiqa_compat import load_pyiqa_checkpoint
-    load_pyiqa_checkpoint(head, state)
+    backbone = spec.pyiqa.backbone(state)
+    head = create_head(spec.name, create_backbone(backbone, weights="random"), recipe=spec.recipe)
+    spec.pyiqa.load(head, state)
     cfg = _configs().get(name, {})
     scale, approx = parse_range(cfg.get("score_range"))
     info = ModelInfo(
-        head=name, backbone=backbone, recipe=dataclasses.asdict(spec.recipe), patch_size=spec.recipe.patch_size,
+        head=spec.name, backbone=backbone, recipe=dataclasses.asdict(spec.recipe), patch_size=spec.recipe.patch_size,
         test_patches=spec.recipe.test_patches, scale=scale, higher_better=not cfg.get("lower_better", False),
         train_set=str(cfg.get("metric_opts", {}).get("train_dataset", "koniq")), weights=f"pyiqa:{Path(file).name}",
         source=f"pyiqa:{name}:{file}", extra={"approximate_scale": approx, "pyiqa_checkpoint": str(file)},
@@ -227,9 +219,12 @@ def _pyiqa_version() -> str:
 
 
 def load_pyiqa(source: str):
-    """(ModelInfo, backend) for a ``pyiqa:...`` source."""
+    """(ModelInfo, backend) for a ``pyiqa:...`` source: a checkpoint file of a metric an installed
+    head loads goes into that head, anything else is run by pyiqa."""
+    from biqabench.heads import pyiqa_head
+
     name, file = parse_source(source)
-    if name in OUR_HEADS and file:
+    if file and pyiqa_head(name) is not None:
         return checkpoint_model(name, file)
     return metric_model(name, file)
 
@@ -239,4 +234,4 @@ def is_finite_range(scale: tuple[float, float]) -> bool:
 
 
 __all__ = ["load_pyiqa", "offline", "parse_range", "parse_source", "PyiqaMetricBackend", "checkpoint_model",
-           "metric_model", "is_finite_range", "OUR_HEADS"]
+           "metric_model", "is_finite_range"]

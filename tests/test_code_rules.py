@@ -69,6 +69,28 @@ def test_a_plugin_never_imports_another_plugin():
     assert not offenders, f"plugins importing other plugins (move the shared code into the core): {offenders}"
 
 
+def _names_imported(node: ast.AST) -> list[str]:
+    """Modules an ``import``, ``from ... import`` or ``import_module("...")`` node names."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    if isinstance(node, ast.Call):
+        func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if func == "import_module":
+            return [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return []
+
+
+def test_the_core_never_imports_a_plugin():
+    """biqabench/ reaches plugins only through entry points and hooks (docs/architecture.md), so a
+    bundled plugin is loaded like a third party's and can be left out."""
+    offenders = [f"{path.relative_to(REPO)}:{node.lineno} {name}"
+                 for path in (REPO / "biqabench").rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                 for name in _names_imported(node) if name.split(".")[0] == "biqabench_plugins"]
+    assert not offenders, f"core modules importing plugins (declare a hook or a spec field instead): {offenders}"
+
+
 # -- no import circles (docs/architecture.md: imports point one way) ---------------------------------
 def _module_file(dotted: str) -> Path | None:
     """The source file of ``biqabench.x.y`` / ``biqabench_plugins.x.y``, or None outside the project."""

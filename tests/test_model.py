@@ -193,3 +193,89 @@ def test_pyiqa_tres_checkpoint_finds_its_backbone_and_loads(tmp_path):
     assert m.info.train_set == "koniq" and m.info.test_patches == RECIPE.test_patches
     for k, v in ours.state_dict().items():
         assert torch.equal(m.net.state_dict()[k], v), k
+
+
+class _DbcnnLikeHead:
+    """A third party's head that loads pyiqa ``dbcnn`` checkpoints with its own loader (registered
+    in-test, as a plugin outside this repository would through its entry point)."""
+
+    calls: list = []
+
+    @classmethod
+    def module(cls, name: str = "dbcnn-ours"):
+        import types
+
+        from biqabench.heads import HeadSpec, IQAHead, PyiqaCheckpoint, Recipe, load_foreign_state_dict
+        from biqabench.hookspecs import hookimpl
+
+        class Head(IQAHead):
+            def __init__(self, backbone, recipe):
+                super().__init__(backbone)
+                self.fc = torch.nn.Linear(backbone.out_channels, 1)
+
+            def forward(self, x):
+                return self.fc(self.backbone.pooled(x)).squeeze(1)
+
+        def load(head, state):
+            cls.calls.append(sorted(state)[:1])
+            return load_foreign_state_dict(head, state, rename=(("features.", "backbone."),), what="dbcnn checkpoint")
+
+        mod = types.ModuleType(f"{name}_plugin")
+
+        @hookimpl
+        def register_heads(register):
+            register(HeadSpec(name, Head, Recipe(patch_size=32, test_patches=2),
+                              pyiqa=PyiqaCheckpoint(backbone=lambda state: "resnet18", load=load, metric="dbcnn")))
+
+        mod.register_heads = register_heads
+        mod.Head = Head
+        return mod
+
+
+@pytest.fixture
+def dbcnn_head():
+    from biqabench.plugins import get_harness
+
+    harness = get_harness()
+    mod = _DbcnnLikeHead.module()
+    harness.register(mod, name="dbcnn_head_plugin")
+    yield mod
+    harness.unregister("dbcnn_head_plugin")
+
+
+def test_a_third_party_head_loads_pyiqa_checkpoints_with_its_own_loader(tmp_path, dbcnn_head):
+    """pyiqa:dbcnn:FILE goes to the installed head that declares it (HeadSpec.pyiqa), through the
+    plugin's loader, with the backbone the plugin reads off the checkpoint; the core names no head."""
+    from biqabench import load_model
+    from biqabench.backbones import create_backbone
+    from biqabench.heads import Recipe
+
+    torch.manual_seed(0)
+    ours = dbcnn_head.Head(create_backbone("resnet18", weights="random"), Recipe(patch_size=32)).eval()
+    state = {("features." + k[len("backbone."):] if k.startswith("backbone.") else k): v
+             for k, v in ours.state_dict().items()}
+    torch.save({"params": state}, tmp_path / "dbcnn.pth")
+    _DbcnnLikeHead.calls.clear()
+    m = load_model(f"pyiqa:dbcnn:{tmp_path / 'dbcnn.pth'}", device="cpu", precision="fp32")
+    assert _DbcnnLikeHead.calls and m.info.head == "dbcnn-ours" and m.info.backbone == "resnet18"
+    assert m.info.test_patches == 2 and m.scale == (0.0, 1.0)  # the recipe's, and pyiqa's range for dbcnn
+    for k, v in ours.state_dict().items():
+        assert torch.equal(m.net.state_dict()[k], v), k
+
+
+def test_pyiqa_checkpoint_without_a_head_for_it_is_one_line(tmp_path, dbcnn_head):
+    from biqabench.plugins import get_harness
+    from biqabench.pyiqa_models import checkpoint_model
+
+    file = tmp_path / "x.pth"
+    with pytest.raises(BiqaError) as err:
+        checkpoint_model("nima-koniq", str(file))
+    text = str(err.value)
+    assert "no installed head loads pyiqa 'nima-koniq' checkpoints" in text and "dbcnn (dbcnn-ours)" in text
+    assert "\n" not in text
+    get_harness().register(_DbcnnLikeHead.module("dbcnn-theirs"), name="dbcnn_head_plugin_2")
+    try:
+        with pytest.raises(BiqaError, match="heads 'dbcnn-ours', 'dbcnn-theirs' .* both load its checkpoints"):
+            checkpoint_model("dbcnn", str(file))
+    finally:
+        get_harness().unregister("dbcnn_head_plugin_2")

@@ -9,10 +9,10 @@ every 6 epochs.  CPU-scale and paper-scale presets: ``presets/{cpu,paper}.yaml``
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, TrainRecipe, presets_in
+from biqabench.heads import HeadSpec, PyiqaCheckpoint, TrainRecipe, presets_in
 from biqabench.hookspecs import hookimpl
 from biqabench_plugins.hyperiqa.model import HyperIQAHead, HyperIQAOptions
-from biqabench_plugins.hyperiqa.pyiqa_compat import load_pyiqa_checkpoint
+from biqabench_plugins.hyperiqa.pyiqa_compat import backbone_of, load_pyiqa_checkpoint
 
 __all__ = ["RECIPE", "HyperIQAHead", "HyperIQAOptions", "build", "load_pyiqa_checkpoint"]
 
@@ -30,7 +30,8 @@ def build(backbone, recipe: TrainRecipe) -> HyperIQAHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="hyperiqa", build=build, recipe=RECIPE, presets=presets_in(__name__), options=HyperIQAOptions,
+        name="hyperiqa", build=build, recipe=RECIPE, presets=presets_in(__name__),
+        pyiqa=PyiqaCheckpoint(backbone=backbone_of, load=load_pyiqa_checkpoint), options=HyperIQAOptions,
         description="HyperIQA: hyper network generating a content-adaptive quality regressor over "
                     "multi-scale local distortion features",
         reference="Su et al., Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper "

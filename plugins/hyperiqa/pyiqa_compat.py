@@ -24,6 +24,11 @@ from biqabench.heads import load_foreign_state_dict
 RENAME = (("base_model.", "backbone."),)
 
 
+def backbone_of(state: Mapping[str, torch.Tensor]) -> str:
+    """pyiqa's HyperNet is built on ResNet-50 only."""
+    return "resnet50"
+
+
 def load_pyiqa_checkpoint(head, source: str | os.PathLike | Mapping[str, torch.Tensor]):
     """Load a pyiqa ``HyperNet`` state dict (file or mapping) into ``head`` (a HyperIQAHead).
 

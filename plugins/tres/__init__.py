@@ -12,11 +12,11 @@ in this package.
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, TrainRecipe, presets_in
+from biqabench.heads import HeadSpec, PyiqaCheckpoint, TrainRecipe, presets_in
 from biqabench.hookspecs import hookimpl
 from biqabench_plugins.tres.loss import PAPER_LOSS, ranking_loss, tres_loss
 from biqabench_plugins.tres.model import TReSHead, TReSOptions
-from biqabench_plugins.tres.pyiqa_compat import load_pyiqa_checkpoint
+from biqabench_plugins.tres.pyiqa_compat import backbone_of, load_pyiqa_checkpoint
 
 __all__ = ["RECIPE", "TReSHead", "TReSOptions", "build", "load_pyiqa_checkpoint", "ranking_loss", "tres_loss"]
 
@@ -34,7 +34,8 @@ def build(backbone, recipe: TrainRecipe) -> TReSHead:
 @hookimpl
 def register_heads(register):
     register(HeadSpec(
-        name="tres", build=build, recipe=RECIPE, presets=presets_in(__name__), options=TReSOptions,
+        name="tres", build=build, recipe=RECIPE, presets=presets_in(__name__),
+        pyiqa=PyiqaCheckpoint(backbone=backbone_of, load=load_pyiqa_checkpoint), options=TReSOptions,
         description="TReS: transformer over multi-scale features + pooled CNN features; "
                     "L1 + relative ranking + flip self-consistency",
         reference="Golestaneh et al., No-Reference Image Quality Assessment via Transformers, Relative "

@@ -29,6 +29,15 @@ def _ignored(key: str) -> bool:
     return key.startswith(("model.fc.", "L2pooling_"))
 
 
+def backbone_of(state: Mapping[str, torch.Tensor]) -> str:
+    """Which ResNet a pyiqa TReS checkpoint holds under ``model.`` (bottleneck blocks: 50; basic
+    blocks: 34 or 18 by depth), since pyiqa publishes TReS on several."""
+    keys = [k.removeprefix("module.") for k in state]
+    if any(k.startswith("model.layer1.0.conv3.") for k in keys):
+        return "resnet50"
+    return "resnet34" if any(k.startswith("model.layer3.5.") for k in keys) else "resnet18"
+
+
 def load_pyiqa_checkpoint(head, source: str | os.PathLike | Mapping[str, torch.Tensor]):
     """Load a pyiqa ``TReS`` state dict (file or mapping) into ``head`` (a TReSHead).
 
