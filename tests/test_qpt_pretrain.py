@@ -130,6 +130,30 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(f)
 
 
+def test_every_request_option_qpt_shares_is_mapped_onto_its_config():
+    """One table (FROM_REQUEST) maps PretrainRequest fields onto QPTConfig keys: each names real
+    fields on both sides, no request field named like a config key is left out, and each given
+    option lands in the config, over the file's value."""
+    import dataclasses
+
+    from biqabench_plugins.qpt.config import FROM_REQUEST, config_for_request
+
+    request_fields = {f.name for f in dataclasses.fields(PretrainRequest)}
+    config_fields = {f.name for f in dataclasses.fields(QPTConfig)}
+    assert set(FROM_REQUEST) <= request_fields and set(FROM_REQUEST.values()) <= config_fields
+    assert request_fields & config_fields <= set(FROM_REQUEST)
+    paper = REPO / "configs" / "qpt_pretrain_paper.yaml"
+    base = load_config(paper)
+    for name, key in FROM_REQUEST.items():
+        given = (2 if name == "epochs" else 1) + int(getattr(base, key))  # differs from the file's value
+        cfg = config_for_request(PretrainRequest(config=str(paper), **{name: given}))
+        assert getattr(cfg, key) == given, name
+        unchanged = {k for k in config_fields - {key, "crop_size", "epochs"} if getattr(cfg, k) != getattr(base, k)}
+        assert not unchanged, (name, unchanged)
+    assert config_for_request(PretrainRequest(config=str(paper), steps=3)).epochs == 0.0
+    assert config_for_request(PretrainRequest(config=str(paper))) == base  # nothing given: the file
+
+
 # -- runs ---------------------------------------------------------------------------------------------
 def test_run_saves_backbone_weights_manifest_and_curve(tmp_path):
     data = image_folder(tmp_path / "data")
