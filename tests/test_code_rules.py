@@ -28,7 +28,7 @@ MAX_FUNCTION_LINES = 60
 #: The degradation operators are long by nature (one small function per operator, plus tables).
 LONG_MODULES_ALLOWED = {"plugins/qpt/degradations.py", "plugins/qpt/operators.py"}
 #: Functions that are data tables (one entry per dataset reader), not logic.
-DATA_TABLES = {("biqabench/data/readers/__init__.py", "builtin_specs")}
+DATA_TABLES = {("plugins/datasets/__init__.py", "dataset_specs")}
 PACKAGE_SOURCES = [p for d in ("biqabench", "plugins") for p in sorted((REPO / d).rglob("*.py"))
                    if "build" not in p.relative_to(REPO).parts]
 

@@ -62,6 +62,18 @@ def test_bundled_plugins_come_from_the_biqabench_distribution():
     assert "resnet50" in h.registry("backbones")
 
 
+def test_bundled_datasets_come_only_through_the_datasets_entry_point():
+    """The core holds the readers, not the list: a bare harness knows no dataset, and the
+    ``datasets`` entry point alone brings every bundled one (as a third party's would)."""
+    bare = Harness()
+    bare.load_entry_points(env="")
+    assert len(bare.registry("datasets")) == 0
+    only = Harness()
+    only.load_entry_points(env="datasets")
+    reg = only.registry("datasets")
+    assert {"clive", "koniq10k", "csv", "demo-a"} <= set(reg) and {e.plugin for e in reg.entries()} == {"datasets"}
+
+
 def test_third_party_entry_point_is_discovered(tmp_path, monkeypatch):
     h = _harness_with(tmp_path, monkeypatch, {"good": GOOD})
     info = h.plugins["good"]

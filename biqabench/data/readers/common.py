@@ -20,6 +20,13 @@ def need_root(root: Path | str | None, dataset: str) -> Path:
     return root
 
 
+def has_files(*names: str, depth: int = 2):
+    """A ``DatasetSpec.detect``: true for a folder holding one of ``names`` (as :func:`find_file` finds them)."""
+    def detect(path: Path) -> bool:
+        return path.is_dir() and find_file(path, names, "", depth=depth, required=False) is not None
+    return detect
+
+
 def find_file(root: Path, names: Sequence[str], dataset: str, *, depth: int = 2, what: str = "label file",
               required: bool = True) -> Path | None:
     """The first of ``names`` found in ``root`` or up to ``depth`` folder levels below it
