@@ -33,7 +33,7 @@ class _FullDisk:
     def flush(self) -> None:
         pass
 
-    def __enter__(self) -> "_FullDisk":
+    def __enter__(self) -> _FullDisk:
         return self
 
     def __exit__(self, *exc) -> None:
