@@ -89,8 +89,8 @@ class ImageCache:
         """The entry of ``path``: its absolute name, size, mtime, the resize and the format.
 
         The file is stat'ed the first time this cache is asked for it, not once per patch (25 an
-        epoch): a cache serves one dataset load (:func:`biqabench.runner.dataset_cache`), and a
-        file edited before the next load gets a new key there, so it is decoded again.
+        epoch): a cache serves one dataset load (the runner makes one per dataset), and a file
+        edited before the next load (run) gets a new key there, so it is decoded again.
         """
         name = os.path.abspath(path)
         key = self._keys.get(name)
