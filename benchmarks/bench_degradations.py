@@ -52,7 +52,8 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def measure(batch: int = 64, size: int = 128, repeats: int = 3, threads: int = 1, seed: int = 0) -> Result:
     """Images/s of ``degrade_batch`` and of the per-image loop on the same images and recipes."""
-    from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_recipe, torch_threads
+    from biqabench import device
+    from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_recipe
     if str(common.REPO / "tests") not in sys.path:  # the oracle lives with the tests, not in the plugin
         sys.path.insert(0, str(common.REPO / "tests"))
     from qpt_reference import degrade_loop
@@ -62,7 +63,7 @@ def measure(batch: int = 64, size: int = 128, repeats: int = 3, threads: int = 1
     recipes = [sample_recipe(cfg, rng) for _ in range(batch)]
     x = images(batch, size, seed)
     n_ops = sum(len(r.ops) for r in recipes)
-    with torch_threads(threads):
+    with device.threads(threads):
         best = common.paired_best({
             "batched": lambda: degrade_batch(x, recipes, torch.Generator().manual_seed(seed)),
             "loop": lambda: degrade_loop(x, recipes, np.random.default_rng(seed)),

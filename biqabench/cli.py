@@ -16,6 +16,7 @@ from tabulate import tabulate
 
 from biqabench.errors import BiqaError
 from biqabench.plugins import get_harness, registry
+from biqabench.pretrain import PretrainRequest  # the pretrain options' defaults are its fields
 
 app = typer.Typer(
     name="biqabench",
@@ -122,22 +123,22 @@ def weights_list(
 @app.command()
 def pretrain(
     name: str = typer.Argument(..., help="Pretraining strategy, e.g. qpt (see: biqabench pretrainers list)."),
-    backbone: str = typer.Option("resnet50", help="Backbone to pretrain (see: biqabench backbones list)."),
+    backbone: str = typer.Option(PretrainRequest.backbone, help="Backbone to pretrain (see: biqabench backbones list)."),
     data: Optional[str] = typer.Option(None, help="Folder of unlabelled images (any depth, ImageNet layout too). Default: the embedded demo images."),
     steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
     epochs: Optional[int] = typer.Option(None, help="Stop after this many passes over --data."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step (default: the config's)."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side in pixels (default: the config's)."),
     config: Optional[Path] = typer.Option(None, help="YAML overriding the strategy's defaults, e.g. configs/qpt_pretrain_paper.yaml."),
-    resume: bool = typer.Option(False, help="Continue the interrupted run from its last checkpoint."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
-    seed: int = typer.Option(0, help="Seed for degradations, patches and initialisation."),
+    resume: bool = typer.Option(PretrainRequest.resume, help="Continue the interrupted run from its last checkpoint."),
+    device: str = typer.Option(PretrainRequest.device, help="auto | cpu | cuda | cuda:N | mps."),
+    precision: str = typer.Option(PretrainRequest.precision, help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
+    seed: int = typer.Option(PretrainRequest.seed, help="Seed for degradations, patches and initialisation."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default: the config's)."),
     run_dir: Optional[Path] = typer.Option(None, help="Folder for checkpoints and logs (default: results/pretrain/NAME-BACKBONE)."),
-    nan_policy: str = typer.Option("stop", help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
+    nan_policy: str = typer.Option(PretrainRequest.nan_policy, help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
-    compile: bool = typer.Option(False, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
+    compile: bool = typer.Option(PretrainRequest.compile, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
 ) -> None:
     """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
     from biqabench.pretrain import pretrain as run_pretrain

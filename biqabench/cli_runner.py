@@ -8,18 +8,25 @@ from typing import Optional
 
 import typer
 
+from biqabench.data.embedded import EMBEDDED_TEST, EMBEDDED_TRAIN
+from biqabench.eval_config import EvalConfig, ProbeConfig
+
+# Defaults quoted in the help come from the config dataclasses, which own them.
+_E, _P = EvalConfig, ProbeConfig
+_DEMO_TEST = ",".join(EMBEDDED_TEST)
+
 
 def eval_command(
-    head: Optional[str] = typer.Option(None, help="IQA head (see: biqabench heads list). Default hyperiqa."),
-    weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default imagenet."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
-    train: Optional[str] = typer.Option(None, help="Dataset to fine-tune on (see: biqabench datasets list). Default: the embedded demo-a."),
-    test: Optional[str] = typer.Option(None, help="Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: demo-b."),
-    splits: Optional[int] = typer.Option(None, help="Number of seeded train/test splits (seed, seed+1, ...). Default 10."),
-    seed: Optional[int] = typer.Option(None, help="First split's seed. Default 0."),
+    head: Optional[str] = typer.Option(None, help=f"IQA head (see: biqabench heads list). Default {_E.head}."),
+    weights: Optional[str] = typer.Option(None, help=f"Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default {_E.weights}."),
+    backbone: Optional[str] = typer.Option(None, help=f"Backbone (see: biqabench backbones list). Default {_E.backbone}."),
+    train: Optional[str] = typer.Option(None, help=f"Dataset to fine-tune on (see: biqabench datasets list). Default: the embedded {EMBEDDED_TRAIN}."),
+    test: Optional[str] = typer.Option(None, help=f"Comma list of datasets for cross-dataset tests (tested in full). Default with no --train: {_DEMO_TEST}."),
+    splits: Optional[int] = typer.Option(None, help=f"Number of seeded train/test splits (seed, seed+1, ...). Default {_E.splits}."),
+    seed: Optional[int] = typer.Option(None, help=f"First split's seed. Default {_E.seed}."),
     splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (splits/split_<k>.csv) exactly: its id, a unique part, or its folder. Needed to compare two runs split by split."),
     official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official train/val/test split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
-    val_frac: Optional[float] = typer.Option(None, "--val-frac", help="Share of each split's training part held out to pick the epoch (default 0.1; 0: keep the final epoch)."),
+    val_frac: Optional[float] = typer.Option(None, "--val-frac", help=f"Share of each split's training part held out to pick the epoch (default {_E.val_frac:g}; 0: keep the final epoch)."),
     protocol: Optional[str] = typer.Option(None, help="finetune (train everything) | linear-probe (no SGD epochs: runs `biqabench probe`, a ridge on frozen pooled features, on these splits; --head and --recipe do not apply)."),
     recipe: Optional[str] = typer.Option(None, help="auto | paper | cpu | a YAML file of recipe fields. auto: cpu on CPU, paper on GPUs."),
     config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
@@ -29,10 +36,10 @@ def eval_command(
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (-1: automatic)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="torch deterministic algorithms, cuDNN autotuning off; ops with no deterministic version still run and are listed in the manifest."),
-    plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help="Mapping before PLCC/RMSE (logistic): logistic4 (default) | logistic5 (VQEG)."),
+    plcc_fit: Optional[str] = typer.Option(None, "--plcc-fit", help=f"Mapping before PLCC/RMSE (logistic): logistic4 | logistic5 (VQEG). Default {_E.plcc_fit}."),
     save_all_models: Optional[bool] = typer.Option(None, "--save-all-models", help="Keep every split's fine-tuned head (splits/<k>/model.safetensors), not only split 0's, so `biqabench export --split K` works for any split."),
     compile: Optional[bool] = typer.Option(None, "--compile", help="Run the fine-tuning step through torch.compile (first steps pay the compilation)."),
-    nan_policy: Optional[str] = typer.Option(None, help="A NaN/Inf loss: stop (default; one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest)."),
+    nan_policy: Optional[str] = typer.Option(None, help=f"A NaN/Inf loss: stop (one line naming the split, step and last good checkpoint) | skip the batch (counted in the manifest). Default {_E.nan_policy}."),
     resume: Optional[str] = typer.Option(None, help="Continue an interrupted run (its id, a unique prefix, or its folder). Uses the weights file the run pinned (refused if it changed)."),
     run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
@@ -63,21 +70,21 @@ def eval_command(
 
 
 def probe_command(
-    weights: Optional[str] = typer.Option(None, help="Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default random."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone (see: biqabench backbones list). Default resnet50."),
-    train: Optional[str] = typer.Option(None, help="Dataset to fit the ridge on, split by --splits (default: the embedded demo-a)."),
+    weights: Optional[str] = typer.Option(None, help=f"Backbone weights: random | imagenet | qpt (or any pretrainer) | a checkpoint path. Default {_P.weights}."),
+    backbone: Optional[str] = typer.Option(None, help=f"Backbone (see: biqabench backbones list). Default {_P.backbone}."),
+    train: Optional[str] = typer.Option(None, help=f"Dataset to fit the ridge on, split by --splits (default: the embedded {EMBEDDED_TRAIN})."),
     test: Optional[str] = typer.Option(None, help="Comma list of datasets scored in full by each split's ridge (cross-dataset)."),
-    splits: Optional[int] = typer.Option(None, help="Number of seeded content-aware splits, as in eval. Default 10."),
-    seed: Optional[int] = typer.Option(None, help="First split's seed (and the seed of random weights). Default 0."),
+    splits: Optional[int] = typer.Option(None, help=f"Number of seeded content-aware splits, as in eval. Default {_P.splits}."),
+    seed: Optional[int] = typer.Option(None, help=f"First split's seed (and the seed of random weights). Default {_P.seed}."),
     splits_from: Optional[str] = typer.Option(None, "--splits-from", help="Reuse another run's split files (eval's or probe's) exactly: its id, a unique part, or its folder. Pairs the probe with that run in `results compare`."),
     official_split: Optional[bool] = typer.Option(None, "--official-split", help="Use the dataset's official split (one split; KonIQ-10k, FLIVE) instead of seeded ones."),
-    size: Optional[int] = typer.Option(None, help="Shorter side (px) of the whole image fed to the backbone; 0: native. Default 384."),
-    half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help="Add the features of a half-scale copy (CONTRIQUE). Default on."),
-    folds: Optional[int] = typer.Option(None, help="Inner CV folds on the training part that choose alpha. Default 5."),
+    size: Optional[int] = typer.Option(None, help=f"Shorter side (px) of the whole image fed to the backbone; 0: native. Default {_P.size}."),
+    half_scale: Optional[bool] = typer.Option(None, "--half-scale/--no-half-scale", help=f"Add the features of a half-scale copy (CONTRIQUE). Default {'on' if _P.half_scale else 'off'}."),
+    folds: Optional[int] = typer.Option(None, help=f"Inner CV folds on the training part that choose alpha. Default {_P.folds}."),
     config: Optional[Path] = typer.Option(None, help="YAML with any of these options (command-line options win)."),
     data_root: Optional[str] = typer.Option(None, help="Folder holding the datasets (else $BIQABENCH_DATA)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-    precision: Optional[str] = typer.Option(None, help="fp32 (default) | bf16 | fp16 | auto."),
+    precision: Optional[str] = typer.Option(None, help=f"fp32 | bf16 | fp16 | auto. Default {_P.precision}."),
     run_dir: Optional[Path] = typer.Option(None, help="Write the run here instead of results/runs/<id>."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (logs, CI)."),
 ) -> None:

@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from biqabench.errors import BiqaError
+from biqabench.results.folder import run_label
 from biqabench.stats import paired_test
 
-
-
-def run_label(run) -> str:
-    """``head/weights/backbone`` (a weights path shows as its file stem)."""
-    head, weights, backbone = run.get("head"), run.get("weights"), run.get("backbone")
-    if not (head and weights):
-        return str(run.get("label") or run.id)
-    w = Path(str(weights)).stem if "/" in str(weights) or "\\" in str(weights) else str(weights)
-    return "/".join(str(x) for x in (head, w, backbone) if x)
 
 
 def labels_for(runs: Sequence) -> list[str]:

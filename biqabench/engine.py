@@ -28,8 +28,8 @@ from biqabench import distributed
 from biqabench.data.patches import normalise_batch
 from biqabench.device import Runtime
 from biqabench.divergence import NanGuard
-from biqabench.errors import BiqaError
 from biqabench.heads import IQAHead, TrainRecipe
+from biqabench.optimizers import build_optimizer
 from biqabench.progress import ProgressBar as tqdm  # draws its final count (biqabench.progress)
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,8 @@ class TrainResult:
 
 
 def make_optimizer(model: IQAHead, recipe: TrainRecipe, runtime: Runtime) -> torch.optim.Optimizer:
-    groups = [g for g in model.param_groups(recipe) if g["params"]]
-    name = recipe.optimizer.lower()
-    if name == "adam":
-        return runtime.optimizer(torch.optim.Adam, groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if name == "adamw":
-        return runtime.optimizer(torch.optim.AdamW, groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if name == "sgd":
-        return runtime.optimizer(torch.optim.SGD, groups, lr=recipe.lr, momentum=0.9,
-                                 weight_decay=recipe.weight_decay)
-    raise BiqaError(f"recipe optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
+    """The recipe's optimiser (:data:`biqabench.optimizers.OPTIMIZERS`) over the head's parameter groups."""
+    return build_optimizer(runtime, [g for g in model.param_groups(recipe) if g["params"]], recipe)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe):

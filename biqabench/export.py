@@ -2,7 +2,7 @@
 
 ``biqabench export RUN -o model.safetensors`` writes the head's state dict as safetensors (which
 holds tensors only: loading it can never run code, the ``weights_only`` promise) and, in the
-safetensors metadata under ``biqabench_model``, a :class:`biqabench.model.ModelInfo`: head,
+safetensors metadata under ``biqabench_model``, a :class:`biqabench.model_parts.ModelInfo`: head,
 backbone, the full recipe (head options included), test crops, resize, scale and direction,
 training set and its fingerprint, source run and split, and the biqabench version.
 :func:`head_from_file` rebuilds the head from that alone, without the run folder.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from biqabench import io
 from biqabench.errors import BiqaError
-from biqabench.model import ModelInfo
+from biqabench.model_parts import ModelInfo
 
 HEADER_KEY = "biqabench_model"
 FORMAT_VERSION = 1
@@ -65,7 +65,7 @@ def _run_model_file(folder, split: int) -> Path:
 def info_from_run(folder, split: int = 0) -> ModelInfo:
     """The :class:`ModelInfo` of a finished eval run's model (a :class:`RunFolder`), from its
     manifest and config."""
-    from biqabench.runner import load_eval_config
+    from biqabench.eval_config import load_eval_config
 
     manifest = folder.read_manifest()
     if manifest.get("kind") not in (None, "eval") or "recipe" not in manifest:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from biqabench.data.patches import crop_boxes, normalise, upscale_if_small
+from biqabench.data.patches import crop_boxes, normalise, test_crop_seed, upscale_if_small
 from biqabench.device import Runtime
 from biqabench.errors import BiqaError
 from biqabench.heads import IQAHead, TrainRecipe as Recipe
@@ -88,12 +88,10 @@ class FeatureStore:
                             "in every split (build it with the run seed)")
 
     def _boxes(self, img: np.ndarray, name: str, recipe: Recipe, seed: int, train: bool) -> list[Box]:
-        from biqabench.runner import _test_seed
-
         _, h, w = img.shape
         p = recipe.patch_size
         if not train:
-            return [(t, left, False) for t, left, _ in crop_boxes(h, w, p, recipe.test_patches, _test_seed(name, seed))]
+            return [(t, left, False) for t, left, _ in crop_boxes(h, w, p, recipe.test_patches, test_crop_seed(name, seed))]
         boxes = [(t, left, False) for t, left, _ in crop_boxes(h, w, p, recipe.train_patches, train_seed(name, seed))]
         return boxes + [(t, left, True) for t, left, _ in boxes] if recipe.hflip else boxes
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from biqabench.backbones import Backbone, create_backbone
 from biqabench.config import override
+from biqabench.optimizers import check_optimizer
 from biqabench.plugins import registry
 
 
@@ -34,7 +35,7 @@ class TrainRecipe:
     lr: float = 2e-5             # backbone learning rate
     head_lr_mult: float = 10.0   # the head's parameters learn this many times faster
     weight_decay: float = 5e-4
-    optimizer: str = "adam"      # adam | adamw | sgd
+    optimizer: str = "adam"      # a key of biqabench.optimizers.OPTIMIZERS
     lr_step: int = 6             # divide lr by 1/lr_gamma every lr_step epochs (0: constant)
     lr_gamma: float = 0.1
     loss: str = "l1"
@@ -75,8 +76,7 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     if recipe.cache_features and not recipe.freeze_backbone:
         raise BiqaError(f"{where}: cache_features needs freeze_backbone: true (a backbone that trains "
                         "changes its features every step)")
-    if str(recipe.optimizer).lower() not in ("adam", "adamw", "sgd"):
-        raise BiqaError(f"{where}: optimizer {recipe.optimizer!r} is not one of adam, adamw, sgd")
+    check_optimizer(recipe.optimizer, where)
     top = recipe.lr * max(1.0, recipe.head_lr_mult)
     if top > torch.finfo(torch.float32).max:  # the optimiser could not even apply it
         raise BiqaError(f"{where}: lr {recipe.lr:g} (x{recipe.head_lr_mult:g} for the head) is beyond float32 "

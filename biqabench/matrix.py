@@ -27,7 +27,7 @@ from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.results.folder import RunFolder
-from biqabench.runner import EvalConfig, check_eval_config
+from biqabench.eval_config import EvalConfig, check_eval_config
 from biqabench.weights import weights_label
 
 

@@ -310,3 +310,17 @@ def aggregate_frame(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] 
     if "mapping" in df.columns:
         columns.append("fallbacks")
     return pd.DataFrame(rows, columns=columns)
+
+
+def metrics_rows(split: int, train_name: str, test_name: str, kind: str, table, idx, pred_norm,
+                 plcc_fit: str = "logistic4") -> tuple[list, dict]:
+    """(prediction rows, metrics row) for one test set of one split: ``pred_norm`` (0..1 scores of
+    ``table``'s images at ``idx``) back on the native scale, scored against the MOS; these rows are
+    what a run's ``predictions.csv`` and ``metrics.csv`` hold (eval, probe and zero-shot alike)."""
+    mos = table.mos[idx]
+    pred = table.to_native(pred_norm)
+    m = compute_metrics(pred, mos, plcc_fit)
+    row = {"split": split, "train_set": train_name, "test_set": test_name, "kind": kind, **m}
+    preds = [{"split": split, "test_set": test_name, "image": table.names[i], "mos": float(mos[j]),
+              "pred": float(pred[j]), "pred_norm": float(pred_norm[j])} for j, i in enumerate(idx)]
+    return preds, row

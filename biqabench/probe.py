@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,45 +38,14 @@ import torch
 import torch.nn.functional as F
 from biqabench import io, ridge
 from biqabench.errors import BiqaError
+from biqabench.eval_config import ProbeConfig
+from biqabench.metrics import metrics_rows
 from biqabench.paths import cache_root
 
 log = logging.getLogger(__name__)
 
 #: Bump when the pooling changes: cached features of another version are not reused.
 FEATURE_VERSION = "meanstd-v1"
-
-
-@dataclass
-class ProbeConfig:
-    """Everything that defines a probe; saved as the run's ``config.yaml``."""
-
-    weights: str = "random"
-    backbone: str = "resnet50"
-    train: str = ""                    # "" -> the embedded default (demo-a)
-    test: list[str] = field(default_factory=list)
-    splits: int = 10
-    seed: int = 0                      # first split's seed; also seeds the random initialisation
-    test_frac: float = 0.2
-    val_frac: float = 0.1              # as eval's default, only so the split files equal eval's:
-                                       # the ridge trains on train + val (no epochs to select)
-    official_split: bool = False
-    splits_from: str = ""              # a run (eval or probe; id or folder) whose split files to reuse
-    size: int = 384                    # shorter side of the full-scale input; 0: native size
-    half_scale: bool = True            # add the half-scale copy's features (CONTRIQUE)
-    alphas: list[float] = field(default_factory=lambda: list(ridge.ALPHAS))
-    folds: int = 5                     # inner CV folds on the training part
-    data_root: str = ""
-    dataset_options: dict = field(default_factory=dict)
-    skip_bad: bool = False
-    device: str = "auto"
-    precision: str = "fp32"            # features for a paper table: fp32 unless asked
-
-    def datasets(self) -> tuple[str, list[str]]:
-        from biqabench.runner import EMBEDDED_TEST, EMBEDDED_TRAIN
-
-        train = self.train or EMBEDDED_TRAIN
-        test = list(self.test) if (self.test or self.train) else list(EMBEDDED_TEST)
-        return train, [t for t in dict.fromkeys(test) if t and t != train]
 
 
 def load_probe_config(path: str | Path | None = None, **overrides: Any) -> ProbeConfig:
@@ -237,8 +206,6 @@ def _groups(table) -> np.ndarray:
 
 def _split_results(k: int, split, cfg: ProbeConfig, tables: dict, feats: dict, train_name: str):
     """Fit split ``k``; its prediction rows, metric rows and chosen alpha."""
-    from biqabench.runner import _metrics_rows
-
     table, x = tables[train_name], feats[train_name]
     train = np.union1d(split.train, split.val)  # validation is only for SGD epochs: ridge trains on it
     path, alpha = split_fit(x, table.mos_norm, _groups(table), train, cfg, cfg.seed + k)
@@ -249,7 +216,7 @@ def _split_results(k: int, split, cfg: ProbeConfig, tables: dict, feats: dict, t
         if len(idx) == 0:
             continue
         pred_norm = path.predict(feats[name][idx], [alpha])[:, 0]
-        p, r = _metrics_rows(k, train_name, name, kind, tables[name], idx, pred_norm)
+        p, r = metrics_rows(k, train_name, name, kind, tables[name], idx, pred_norm)
         preds += p
         rows.append({**r, "alpha": alpha})
     return preds, rows, alpha

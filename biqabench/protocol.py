@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from biqabench.data.splits import Split
     from biqabench.data.table import IQATable
     from biqabench.heads import TrainRecipe as Recipe
-    from biqabench.probe import ProbeConfig
-    from biqabench.runner import EvalConfig
+    from biqabench.eval_config import EvalConfig, ProbeConfig
 
 #: A validation part smaller than this cannot rank epochs; the final epoch is kept instead.
 MIN_VAL_IMAGES = 3

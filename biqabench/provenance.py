@@ -15,7 +15,6 @@ so a reader knows whether bit-for-bit reruns can be expected.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -27,29 +26,15 @@ import torch
 
 from biqabench import io
 from biqabench.errors import BiqaError
+from biqabench.weights import ResolvedWeights, pretraining_run, read_state_dict, resolve_weights
 
 log = logging.getLogger(__name__)
 
 _NONDETERMINISTIC = re.compile(r"^\s*(\S+) does not have a deterministic implementation")
 
 
-def pretraining_run(file: str | os.PathLike | None) -> str | None:
-    """The pretraining run folder recorded next to a store file (``<stamp>.json``: extra.run_dir)."""
-    if not file:
-        return None
-    sidecar = Path(file).with_suffix(".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        return (json.loads(sidecar.read_text()).get("extra") or {}).get("run_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def load_pinned(manifest: dict, run: str | os.PathLike):
     """The weights a run recorded, after checking they are byte for byte the same file."""
-    from biqabench.weights import ResolvedWeights, read_state_dict
-
     file, digest = Path(manifest["weights_file"]), manifest.get("weights_sha256")
     if not file.is_file():
         raise BiqaError(f"run {run} was made with weights {file}, which no longer exists; resume cannot "
@@ -65,8 +50,6 @@ def load_pinned(manifest: dict, run: str | os.PathLike):
 def run_weights(cfg, folder=None):
     """Weights for an eval run: a resumed run's pinned file, else ``cfg.weights`` resolved now
     (a store file whose bytes no longer match its recorded sha256 is refused)."""
-    from biqabench.weights import resolve_weights
-
     if folder is not None:
         manifest = folder.read_manifest()
         if manifest.get("weights_file"):

@@ -30,7 +30,7 @@ from unittest import mock
 import numpy as np
 
 from biqabench.errors import BiqaError
-from biqabench.model import HeadBackend, ModelInfo
+from biqabench.model_parts import HeadBackend, ModelInfo
 
 OUR_HEADS = ("hyperiqa", "tres")
 

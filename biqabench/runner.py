@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,10 +27,11 @@ from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
-from biqabench.divergence import check_policy
 from biqabench.engine import default_workers, predict_images, train_head
 from biqabench.errors import BiqaError
+from biqabench.eval_config import EvalConfig, load_eval_config
 from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
+from biqabench.metrics import metrics_rows
 from biqabench.protocol import dataset_options, effective_resize, plan_splits, protocol_fields
 from biqabench.provenance import determinism, run_weights
 from biqabench.results.folder import RunFolder
@@ -38,88 +39,6 @@ from biqabench.targets import to_normalised, training_targets
 from biqabench.weights import ResolvedWeights
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("finetune", "linear-probe")
-EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
-
-
-@dataclass
-class EvalConfig:
-    """Everything that defines an evaluation; saved as the run's ``config.yaml``."""
-
-    head: str = "hyperiqa"
-    weights: str = "imagenet"
-    backbone: str = "resnet50"
-    train: str = ""                    # "" -> the embedded default (demo-a)
-    test: list[str] = field(default_factory=list)  # cross-dataset sets ("" train -> demo-b)
-    splits: int = 10
-    seed: int = 0
-    protocol: str = "finetune"         # finetune | linear-probe (ridge on frozen features: biqabench.probe)
-    test_frac: float = 0.2             # share of contents (or images) in each split's test part
-    val_frac: float = 0.1              # share of the *training* part held out for model selection
-                                       # (0: no validation; the final epoch of the schedule is kept)
-    official_split: bool = False
-    splits_from: str = ""              # a run (id or folder) whose split files to reuse exactly
-    plcc_fit: str = "logistic4"        # mapping before PLCC/RMSE (logistic): logistic4 | logistic5 (VQEG)
-    deterministic: bool = False        # torch deterministic algorithms (ops without one are listed)
-    recipe: str = "auto"               # auto (cpu on CPU, paper elsewhere) | paper | cpu | a YAML path
-    recipe_overrides: dict = field(default_factory=dict)
-    data_root: str = ""                # folder holding the datasets (else $BIQABENCH_DATA)
-    dataset_options: dict = field(default_factory=dict)  # per dataset name: {resize: 512, ...}
-    skip_bad: bool = False             # drop (and log) bad dataset entries instead of stopping
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False              # torch.compile the fine-tuning step (see biqabench.device)
-    workers: int = -1                  # DataLoader workers; -1: automatic
-    save_model: bool = True            # keep split 0's fine-tuned head for `biqabench predict`
-    save_all_models: bool = False      # keep every split's head (splits/<k>/model.safetensors) for export --split
-    nan_policy: str = "stop"           # a NaN/Inf loss: stop (one line) | skip the batch (counted)
-
-    def datasets(self) -> tuple[str, list[str]]:
-        train = self.train or EMBEDDED_TRAIN
-        test = list(self.test) if (self.test or self.train) else list(EMBEDDED_TEST)
-        return train, [t for t in dict.fromkeys(test) if t and t != train]
-
-
-def load_eval_config(path: str | Path | None = None, **overrides: Any) -> EvalConfig:
-    """An :class:`EvalConfig` from an optional YAML file plus keyword overrides (None values ignored)."""
-    cfg = EvalConfig()
-    from_file = load_yaml(path) if path else {}
-    cfg = override(cfg, from_file, where=f"config {path}")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    cfg = override(cfg, given, where="options")
-
-    def key(name: str) -> str:  # where the offending value came from
-        if name in given:
-            return f"--{name.replace('_', '-')}"
-        return f"config {path}: {name}" if name in from_file else name
-
-    return check_eval_config(cfg, key)
-
-
-def check_eval_config(cfg: EvalConfig, key: Callable[[str], str] = str) -> EvalConfig:
-    """Values no evaluation can use, caught before any work; ``key(field)`` names where a value
-    came from (``--splits``, ``config x.yaml: splits``, ``matrix m.yaml: splits``)."""
-    if cfg.protocol not in PROTOCOLS:
-        raise BiqaError(f"{key('protocol')} {cfg.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if cfg.splits < 1:
-        raise BiqaError(f"{key('splits')} must be at least 1 (got {cfg.splits})")
-    if cfg.seed < 0:
-        raise BiqaError(f"{key('seed')} must be 0 or more (got {cfg.seed})")
-    for frac in ("test_frac", "val_frac"):
-        if not 0.0 <= getattr(cfg, frac) < 1.0:
-            raise BiqaError(f"{key(frac)} must be in [0, 1) (got {getattr(cfg, frac)})")
-    check_policy(cfg.nan_policy, key("nan_policy"))
-    from biqabench.metrics import PLCC_FITS
-
-    if cfg.plcc_fit not in PLCC_FITS:
-        raise BiqaError(f"{key('plcc_fit')} {cfg.plcc_fit!r} is not one of {', '.join(PLCC_FITS)}")
-    for name, options in cfg.dataset_options.items():
-        if not isinstance(options, dict):
-            raise BiqaError(f"{key('dataset_options')}: {name!r} must map to reader options, e.g. "
-                            f"{{{name}: {{scale: '0,100'}}}}; got {options!r:.60}")
-    return cfg
-
 
 def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[TrainRecipe, str, str]:
     """The head's recipe for this run, a label saying where it came from, and the preset name.
@@ -148,9 +67,6 @@ def resolve_recipe(cfg: EvalConfig, spec: HeadSpec, runtime: Runtime) -> tuple[T
         recipe = override(recipe, cfg.recipe_overrides, where="recipe_overrides")
         source += " + overrides"
     return validate_recipe(recipe, where=f"recipe ({source})"), source, preset
-
-
-_test_seed = test_crop_seed  # the old private name, for callers not yet moved to test_crop_seed
 
 
 def _image_patch_stream(table, indices, cache, recipe: TrainRecipe, seed: int) -> Iterator[torch.Tensor]:
@@ -193,19 +109,6 @@ def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: R
     if weights is not None:
         weights.load_into(backbone)
     return create_head(spec.name, backbone, recipe=recipe)
-
-
-def _metrics_rows(split: int, train_name: str, test_name: str, kind: str, table, idx, pred_norm,
-                  plcc_fit: str = "logistic4") -> tuple[list, dict]:
-    from biqabench.metrics import compute_metrics
-
-    mos = table.mos[idx]
-    pred = table.to_native(pred_norm)
-    m = compute_metrics(pred, mos, plcc_fit)
-    row = {"split": split, "train_set": train_name, "test_set": test_name, "kind": kind, **m}
-    preds = [{"split": split, "test_set": test_name, "image": table.names[i], "mos": float(mos[j]),
-              "pred": float(pred[j]), "pred_norm": float(pred_norm[j])} for j, i in enumerate(idx)]
-    return preds, row
 
 
 def evaluate(config: EvalConfig | str | Path | None = None, *, run_dir: str | Path | None = None,
@@ -325,41 +228,53 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
     """
     from biqabench.interrupt import sigterm_as_interrupt
 
-    main = distributed.is_main()
-    from biqabench.data.splitfiles import write_split_files
-
     plan = _with_scorer(_plan(cfg, runtime, folder), progress)
-    if folder is None and main:
-        label = f"{cfg.head}-{plan.weights.label}-{cfg.backbone}"
-        folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
-        folder.write_config(dataclasses.asdict(cfg))
+    if folder is None:
+        folder = _new_folder(plan, run_dir)
     folder = RunFolder(distributed.broadcast(folder.path if folder is not None else None))
-    split_records = None
-    if main:  # a resumed run keeps the split files it started with
-        split_records = (folder.read_manifest().get("split_files") if plan.splits_source == "own files"
-                         else write_split_files(folder.path, plan.train_table, plan.splits))
-    manifest = _manifest(plan, split_records)
-    if main:
-        folder.write_manifest(**manifest)
+    manifest = _manifest(plan, _split_records(plan, folder))
+    _record(folder, manifest)
     with sigterm_as_interrupt(), determinism(cfg.deterministic, plan.nondeterministic_ops):
         try:
             _run_splits(plan, folder, progress)
         except KeyboardInterrupt:
-            if main:
-                folder.write_manifest(**{**manifest, "status": "interrupted", "wall_seconds": time.time() - started})
+            _record(folder, manifest, status="interrupted", wall_seconds=time.time() - started)
             raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
                             f"{folder.path}") from None
         except Exception as exc:  # a diverging loss, a full disk, a plugin's bug: say so in the manifest
             error = str(exc) if isinstance(exc, BiqaError) else f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(BiqaError):  # the disk may be what failed
-                if main:
-                    folder.write_manifest(**{**manifest, "status": "failed", "error": error,
-                                             "wall_seconds": time.time() - started})
+                _record(folder, manifest, status="failed", error=error, wall_seconds=time.time() - started)
             raise
-    if main:
-        finalize_run(folder, manifest, started)
+    finalize_run(folder, manifest, started)
     distributed.barrier()
     return folder
+
+
+@distributed.rank_zero_only
+def _new_folder(plan: _Plan, run_dir: str | Path | None) -> RunFolder:
+    """A fresh run folder holding the run's ``config.yaml`` (the other processes get its path)."""
+    cfg = plan.cfg
+    label = f"{cfg.head}-{plan.weights.label}-{cfg.backbone}"
+    folder = RunFolder(run_dir).ensure() if run_dir else RunFolder.create("eval", label)
+    folder.write_config(dataclasses.asdict(cfg))
+    return folder
+
+
+@distributed.rank_zero_only
+def _split_records(plan: _Plan, folder: RunFolder) -> list | None:
+    """The split files' records for the manifest; a resumed run keeps the files it started with."""
+    from biqabench.data.splitfiles import write_split_files
+
+    if plan.splits_source == "own files":
+        return folder.read_manifest().get("split_files")
+    return write_split_files(folder.path, plan.train_table, plan.splits)
+
+
+@distributed.rank_zero_only
+def _record(folder: RunFolder, manifest: dict, **changes: Any) -> None:
+    """The run's manifest, with ``changes`` (status, error, wall time) on top."""
+    folder.write_manifest(**{**manifest, **changes})
 
 
 def _run_splits(plan: _Plan, folder: RunFolder, progress: bool) -> None:
@@ -373,11 +288,16 @@ def _run_splits(plan: _Plan, folder: RunFolder, progress: bool) -> None:
         if distributed.is_main():
             folder.ensure_split(k)
         model, result = _train_split(plan, k, split, folder, progress)
-        if distributed.is_main():
-            model.load_state_dict(result.best_state)
-            preds, rows = _score_split(plan, k, split, model, progress)
-            _write_split(plan, folder, k, model, result, preds, rows)
+        _test_split(plan, folder, k, split, model, result, progress)
         distributed.barrier()
+
+
+@distributed.rank_zero_only
+def _test_split(plan: _Plan, folder: RunFolder, k: int, split, model: IQAHead, result, progress: bool) -> None:
+    """Split ``k``'s best weights scored on its test part and the cross-dataset sets, then written."""
+    model.load_state_dict(result.best_state)
+    preds, rows = _score_split(plan, k, split, model, progress)
+    _write_split(plan, folder, k, model, result, preds, rows)
 
 
 def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
@@ -419,7 +339,7 @@ def _score_split(plan: _Plan, k: int, split, model: IQAHead, progress: bool) -> 
         if len(idx) == 0:
             continue
         pred_norm = plan.as_norm(plan.scorer(model, table, idx, seed=plan.cfg.seed, desc=f"split {k + 1} test {name}"))
-        p, r = _metrics_rows(k, plan.train_name, name, kind, table, idx, pred_norm, plan.cfg.plcc_fit)
+        p, r = metrics_rows(k, plan.train_name, name, kind, table, idx, pred_norm, plan.cfg.plcc_fit)
         preds += p
         rows.append(r)
     return preds, rows
@@ -466,8 +386,9 @@ class _Scorer:
                            progress=show, desc=desc)
 
 
+@distributed.rank_zero_only
 def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
-    """Write the merged history, the summary, the plots and the final manifest."""
+    """Write the merged history, the summary, the plots and the final manifest (rank 0 only)."""
     history = folder.merge_history()
     # rebuild the merged tables from the per-split files (the source of truth): an interrupt
     # between writing a split's file and the merged one must not leave a stale merged table

@@ -285,11 +285,22 @@ class ResolvedWeights:
 
     def describe(self) -> dict:
         """What a manifest records about the weights."""
-        from biqabench.provenance import pretraining_run
-
         return {"weights": self.spec, "weights_source": self.source, "weights_sha256": self.sha256,
                 "weights_file": str(Path(self.file).resolve()) if self.file else None,
                 "weights_pretraining_run": pretraining_run(self.file) if self.file else None}
+
+
+def pretraining_run(file: str | os.PathLike | None) -> str | None:
+    """The pretraining run folder recorded next to a store file (``<stamp>.json``: extra.run_dir)."""
+    if not file:
+        return None
+    sidecar = Path(file).with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        return (json.loads(sidecar.read_text()).get("extra") or {}).get("run_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def imagenet_checkpoint(backbone_name: str) -> tuple[str, Path]:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from biqabench.errors import BiqaError
+from biqabench.metrics import metrics_rows
 from biqabench.results.folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,13 @@ def _manifest(model, tables: dict, source: str) -> dict:
 
 
 def _score_table(model, table, progress: bool, skip_bad: bool) -> tuple[list[dict], dict]:
-    from biqabench.runner import _metrics_rows
-
     resize = int(table.options.get("resize") or 0) or model.info.resize  # as eval scores this set
     scored = model.score_files(list(table.paths), names=list(table.names), resize=resize, progress=progress,
                                skip_bad=skip_bad, desc=f"test {table.name}")
     native = np.asarray([s.pred for s in scored], dtype=np.float64)
     norm = model.info.to_norm(native)
     idx = np.arange(len(table))
-    preds, row = _metrics_rows(0, ZERO_SHOT, table.name, "cross", table, idx, norm)
+    preds, row = metrics_rows(0, ZERO_SHOT, table.name, "cross", table, idx, norm)
     for p, s, note in zip(preds, native, (x.note for x in scored)):
         p["score"] = float(s)
         p["note"] = note

@@ -67,3 +67,75 @@ def test_a_plugin_never_imports_another_plugin():
                 if parts[0] == "biqabench_plugins" and len(parts) > 1 and parts[1] != own:
                     offenders.append(f"{path.relative_to(REPO)}: {name}")
     assert not offenders, f"plugins importing other plugins (move the shared code into the core): {offenders}"
+
+
+# -- no import circles (docs/architecture.md: imports point one way) ---------------------------------
+def _module_file(dotted: str) -> Path | None:
+    """The source file of ``biqabench.x.y`` / ``biqabench_plugins.x.y``, or None outside the project."""
+    parts = dotted.split(".")
+    if parts[0] == "biqabench_plugins":
+        parts = ["plugins", *parts[1:]]
+    elif parts[0] != "biqabench":
+        return None
+    base = REPO.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[Path]:
+    """Project files ``path`` imports anywhere (module level, in functions, under TYPE_CHECKING)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # ``from pkg import sub`` imports the submodule when there is one, else pkg itself
+            targets = [f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}") else node.module
+                       for a in node.names]
+        else:
+            continue
+        found |= {f for f in map(_module_file, targets) if f is not None and f != path}
+    return found
+
+
+def _circles(graph: dict[Path, set[Path]]) -> list[list[str]]:
+    """Strongly connected groups of more than one file (Tarjan), as sorted repository paths."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(str(w.relative_to(REPO)))
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    # biqabench/__init__.py is the package's lazy face (its __getattr__ imports the jobs on demand):
+    # it is not a layer, so arrows into it do not close a circle
+    face = REPO / "biqabench" / "__init__.py"
+    graph = {p: {q for q in _imports(p) if q != face} for p in PACKAGE_SOURCES if p != face}
+    circles = _circles(graph)
+    assert graph and not circles, ("modules importing each other (move the shared name to the module that owns "
+                                   f"it, below both): {circles}")

@@ -62,3 +62,33 @@ def test_runtime_optimizer_uses_fused_kernels_and_matches_the_default_update():
             plain.step()
         for p, q in zip(a, b):
             assert torch.allclose(p, q, atol=1e-5), (cls, (p - q).abs().max())
+
+
+def test_threads_sets_the_count_for_the_block_and_restores_it_even_on_error():
+    from biqabench.device import threads
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), threads(other):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_choose_threads_takes_the_request_else_backs_off_on_a_busy_cpu(monkeypatch):
+    import biqabench.device as d
+
+    assert d.choose_threads(3) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(d.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(d.os, "getloadavg", lambda: (4.5, 4.0, 4.0))
+    assert d.choose_threads(0) == 1
+    monkeypatch.setattr(d.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert d.choose_threads(0) == torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(d.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert d.choose_threads(0) == torch.get_num_threads()  # torchrun's (or the user's) setting wins

@@ -87,6 +87,9 @@ CONTENTS: dict[str, list[tuple[str, int, int]]] = {
     ],
 }
 
+#: The sets a run trains and tests on when it names none (``biqabench eval`` / ``probe`` out of the box).
+EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
+
 #: Calibration contents: (photo, left, top) crops of the pretraining photos.
 CALIBRATION: tuple[tuple[str, int, int], ...] = (
     ("motorcycle_left", 40, 60), ("motorcycle_left", 200, 110), ("motorcycle_right", 120, 0),

@@ -4,7 +4,8 @@
   files (config, manifest, splits/, predictions, metrics, history, summary, plots/, model,
   checkpoints), :class:`Run` (a folder read back) and :func:`load_run` (find one by id);
 * :mod:`~biqabench.results.provenance`: package versions, git commit and platform for manifests;
-* :mod:`~biqabench.results.tables`: summaries, the run list, comparisons, the paper's main table;
+* :mod:`~biqabench.results.summary`: one run's metrics over its splits (median, CI, mean ± std);
+* :mod:`~biqabench.results.tables`: the run list, comparisons, the paper's main table;
 * :mod:`~biqabench.results.rendering`: markdown / LaTeX / CSV output and ``summary.md``.
 
 Everything public is importable from ``biqabench.results`` itself.
@@ -19,10 +20,8 @@ from biqabench.results.folder import (
 )
 from biqabench.results.provenance import VERSIONED_PACKAGES, environment_info
 from biqabench.results.rendering import FORMATS, meta_rows, render, write_table
-from biqabench.results.tables import (
-    LIST_COLUMNS, METRIC_LABELS, collect_metrics, compare_runs, list_runs, paper_table, summarize, summary_table,
-    weight_gain,
-)
+from biqabench.results.summary import METRIC_LABELS, summarize, summary_table
+from biqabench.results.tables import LIST_COLUMNS, collect_metrics, compare_runs, list_runs, paper_table, weight_gain
 
 __all__ = [
     "FORMATS",

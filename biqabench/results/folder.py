@@ -42,6 +42,8 @@ from biqabench import io
 from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.results.provenance import environment_info, jsonable, now
+from biqabench.results.rendering import summary_markdown
+from biqabench.results.summary import summarize
 
 RUNS_DIR = "runs"
 CONFIG = "config.yaml"
@@ -312,8 +314,6 @@ class RunFolder:
 
     def write_summary(self, metrics_df: pd.DataFrame | None = None, meta: dict | None = None) -> Path:
         """Write ``summary.md`` (see :func:`biqabench.results.rendering.summary_markdown`)."""
-        from biqabench.results.rendering import summary_markdown
-
         metrics_df = self.read_metrics() if metrics_df is None else metrics_df
         info = {**self.read_manifest(), **(meta or {})}
         return io.write_text(self.summary_path, summary_markdown(info.get("id", self.id), metrics_df, info))
@@ -374,8 +374,6 @@ class Run(RunFolder):
         return self.read_predictions()
 
     def summary(self) -> pd.DataFrame:
-        from biqabench.results.tables import summarize
-
         return summarize(self.metrics)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -399,9 +397,16 @@ class Run(RunFolder):
     @property
     def label(self) -> str:
         """Short name for table columns: ``head/weights/backbone`` when known, else the label or the id."""
-        from biqabench.compare import run_label
-
         return run_label(self)
+
+
+def run_label(run) -> str:
+    """``head/weights/backbone`` (a weights path shows as its file stem)."""
+    head, weights, backbone = run.get("head"), run.get("weights"), run.get("backbone")
+    if not (head and weights):
+        return str(run.get("label") or run.id)
+    w = Path(str(weights)).stem if "/" in str(weights) or "\\" in str(weights) else str(weights)
+    return "/".join(str(x) for x in (head, w, backbone) if x)
 
 
 def run_ids(parent: Path) -> list[str]:

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from biqabench import io
 from biqabench.errors import BiqaError
-from biqabench.results.tables import BOOT_SEED, N_BOOT, summary_table
+from biqabench.results.summary import BOOT_SEED, N_BOOT, summary_table
 
 FORMATS = ("markdown", "latex", "csv")
 

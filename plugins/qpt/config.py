@@ -55,8 +55,8 @@ class QPTConfig:
     in_batch_negatives: bool = True
     key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
     workers: int = 1             # DataLoader processes decoding images
-    threads: int = 1             # CPU intra-op threads; 0: auto (see cpu_threads). 1 is the robust
-                                 # choice for a small or shared CPU (see cpu_threads for measurements)
+    threads: int = 1             # CPU intra-op threads; 0: auto (biqabench.device.choose_threads). 1 is
+                                 # the robust choice for a small or shared CPU (measurements there)
     checkpoint_every: int = 20
     log_recipes_every: int = 10  # every N steps, the step's recipes go to recipes.jsonl (0: never)
     degrade_on: str = "auto"     # workers: whole batches built in DataLoader workers; device: degraded

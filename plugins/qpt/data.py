@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
+from biqabench.device import threads
 from biqabench.errors import BiqaError
-from biqabench_plugins.qpt.degradations import (DegradationConfig, Recipe, degrade_batch, sample_distinct,
-                                                torch_threads)
+from biqabench_plugins.qpt.degradations import DegradationConfig, Recipe, degrade_batch, sample_distinct
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def make_views(crops: torch.Tensor, cfg: DegradationConfig, patch_size: int, rng
     per_image = [sample_distinct(cfg, rng, 1 + n) for _ in range(b)]
     recipes = [per_image[i][j] for j in range(1 + n) for i in range(b)]  # d1 of all images, then d2...
     x = crops.to(device or crops.device).float().div_(255.0)
-    with torch_threads(1 if x.device.type == "cpu" else None):
+    with threads(1 if x.device.type == "cpu" else None):
         y = degrade_batch(x.repeat(1 + n, 1, 1, 1), recipes, generator, as_uint8=True).view(1 + n, b, *x.shape[1:])
     query = cut_patches(y[0], patch_size, rng)
     key_pos = cut_patches(y[0], patch_size, rng)
@@ -281,7 +281,7 @@ class StepBatches(Dataset):
             return samples, crops
         v = self.views
         rng, gen, noise_seed = step_generators(self.seed, int(step), self.rank)
-        with torch_threads(1):
+        with threads(1):
             batch = make_views(crops, v.cfg, v.patch_size, rng, gen, negative_degradations=v.negative_degradations,
                                patches_per_negative=v.patches_per_negative)
         return dataclasses.replace(batch, samples=samples, noise_seed=noise_seed)

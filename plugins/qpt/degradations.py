@@ -52,7 +52,7 @@ from biqabench.errors import BiqaError
 from biqabench_plugins.qpt.operators import (  # noqa: F401 - the operators, re-exported
     FFT_FROM, POISSON_NORMAL_FROM, _kernel_of, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize,
     blur_kernel, degrade_batch, is_separable, jpeg_codec, kernel_factors, poisson_levels, resize_matrix,
-    resized_size, to_uint8, torch_threads,
+    resized_size, to_uint8,
 )
 from biqabench_plugins.qpt.recipes import Op, Recipe, op, recipe_of  # noqa: F401
 

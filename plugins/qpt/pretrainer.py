@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ import torch
 
 from biqabench import checkpoint as ckpt
 from biqabench import distributed, io
-from biqabench.device import Runtime, get_runtime
+from biqabench.device import Runtime, choose_threads, get_runtime, threads
 from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.interrupt import Interrupted, StopFlag  # noqa: F401 - Interrupted is part of this API
@@ -86,12 +85,8 @@ class QPTTrainer:
         self.forward = runtime.compiled(model)  # --compile: the same parameters, a compiled step
         self.guard = NanGuard(where="QPT", hint="lower optim.lr or use --precision fp32")
         self.kept: str | None = None  # "the last good checkpoint (step N) is kept at ...", once one exists
-        self.encode_query = None
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            self.encode_query = DDP(model.encoder_q, device_ids=ids)
+        # under torchrun the query encoder's gradients are all-reduced; the key encoder follows by EMA
+        self.encode_query = distributed.wrap_ddp(model.encoder_q, runtime) if world > 1 else None
 
     @classmethod
     def build(cls, backbone: str, cfg: QPTConfig, runtime: Runtime, total_steps: int, seed: int = 0,
@@ -191,27 +186,6 @@ def _np_unstate(s: list) -> tuple:
 # ------------------------------------------------------------------------------------------------
 # the run
 # ------------------------------------------------------------------------------------------------
-def cpu_threads(requested: int = 0) -> int:
-    """Intra-op threads for a CPU run: ``requested`` if > 0, else torch's count, or 1 on a busy CPU.
-
-    Why: OpenMP threads wait for each other at every op; when other processes already keep the
-    cores busy (1-minute load average >= cores), a waiting thread spins while the one it waits
-    for is descheduled.  Measured here (ResNet-50 step, 2 cores, load ~4): 1 thread ran a steady
-    ~1.0 s per step, 2 threads 1.5-1.9 s with stalls of over 20 s.  ``OMP_NUM_THREADS`` (which
-    torchrun sets) is respected.
-    """
-    if requested > 0:
-        return requested
-    if "OMP_NUM_THREADS" in os.environ:
-        return torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] >= cores
-    except (OSError, AttributeError):
-        busy = False
-    return 1 if busy else torch.get_num_threads()
-
-
 def default_data() -> Path:
     from biqabench.data.embedded import pristine_dir
 
@@ -245,21 +219,15 @@ def run_qpt(request: PretrainRequest, *, on_step: Callable[[int, dict], None] | 
     """
     cfg = config_for_request(request)
     runtime = get_runtime(request.device, request.precision, compile=request.compile)
-    threads_before = torch.get_num_threads()
     with distributed.process_group(runtime) as runtime:
-        try:
-            if runtime.device.type == "cpu":
-                n = cpu_threads(cfg.threads)
-                if n != threads_before:
-                    log.info("using %d CPU thread(s)", n)
-                    torch.set_num_threads(n)
-            rank = distributed.rank()
-            lock = (ckpt.exclusive(run_folder(request), "pretraining run folder") if rank == 0
-                    else contextlib.nullcontext())  # two runs in one folder would mix their checkpoints
-            with lock:
-                return _run(request, cfg, runtime, rank, distributed.world_size(), on_step)
-        finally:
-            torch.set_num_threads(threads_before)
+        n = choose_threads(cfg.threads) if runtime.device.type == "cpu" else None
+        if n is not None and n != torch.get_num_threads():
+            log.info("using %d CPU thread(s)", n)
+        rank = distributed.rank()
+        lock = (ckpt.exclusive(run_folder(request), "pretraining run folder") if rank == 0
+                else contextlib.nullcontext())  # two runs in one folder would mix their checkpoints
+        with threads(n), lock:
+            return _run(request, cfg, runtime, rank, distributed.world_size(), on_step)
 
 
 def run_folder(request: PretrainRequest) -> Path:
