@@ -69,40 +69,24 @@ def previous_path(path: str | os.PathLike) -> Path:
 
 
 # -- writing -------------------------------------------------------------------------------------
-class _HashingWriter:
-    """File wrapper for ``torch.save``: hashes and counts the bytes, keeps a failed write's OSError
-    (torch itself reports a full disk as ``unexpected pos``), and hosts the fault hooks."""
+class _FaultyWriter(io.WriteRecorder):
+    """:class:`biqabench.io.WriteRecorder` (hashing) with an injected fault half-way through the
+    write: a pause, or ENOSPC as a full disk would raise it (``BIQABENCH_FAULT``, tests only)."""
 
-    def __init__(self, f, fault: tuple[str, float] | None) -> None:
-        self._f = f
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.error: OSError | None = None
-        self._fault = fault
-        self._fault_done = False
+    def __init__(self, f, fault: tuple[str, float]) -> None:
+        super().__init__(f, hashing=True)
+        self._fault: tuple[str, float] | None = fault
 
     def write(self, data) -> int:
-        if self._fault is not None and not self._fault_done and self.size > 0:
-            self._fault_done = True
-            kind, arg = self._fault
+        if self._fault is not None and self.size > 0:
+            (kind, arg), self._fault = self._fault, None
             if kind == "slow-checkpoint":
-                self._f.flush()
+                self.flush()
                 time.sleep(arg)
             elif kind == "enospc-checkpoint":
                 self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 raise self.error
-        try:
-            n = self._f.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
-        view = memoryview(data)
-        self.sha.update(view)
-        self.size += view.nbytes
-        return n
-
-    def flush(self) -> None:
-        self._f.flush()
+        return super().write(data)
 
 
 def _fault() -> tuple[str, float] | None:
@@ -130,13 +114,9 @@ def save(path: str | os.PathLike, state: Any, meta: dict | None = None) -> Path:
     _remove_stale_temporaries(path)  # one writer per checkpoint: any other temporary is a killed write's
     with io.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            out = _HashingWriter(f, _fault())
-            try:
-                torch.save(state, out)
-            except RuntimeError:
-                if out.error is not None:
-                    raise out.error from None
-                raise
+            fault = _fault()
+            out = _FaultyWriter(f, fault) if fault else io.WriteRecorder(f, hashing=True)
+            io.torch_save_into(state, out)
             trailer = json.dumps({"format": FORMAT, "sha256": out.sha.hexdigest(), "size": out.size,
                                   "meta": trailer_meta}, sort_keys=True).encode("utf-8")
             f.write(trailer + _TAIL.pack(len(trailer), MAGIC))

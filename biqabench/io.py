@@ -62,40 +62,54 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-class _WriteErrorRecorder:
-    """A file wrapper that remembers the OSError of a failed write.
+class WriteRecorder:
+    """A file wrapper for ``torch.save`` that counts (and, with ``hashing``, sha256-hashes) the
+    bytes written and remembers the OSError of a failed write.
 
     ``torch.save`` reports a full disk as ``RuntimeError: [enforce fail ...] unexpected pos``;
     writing through Python's file object keeps the real cause (ENOSPC, EFBIG, EROFS...), which
-    :func:`atomic_path` then turns into a one-line error.
+    :func:`torch_save_into` re-raises and :func:`atomic_path` then turns into a one-line error.
+    :mod:`biqabench.checkpoint` hashes while writing, so its integrity record costs no second read.
     """
 
-    def __init__(self, f) -> None:
+    def __init__(self, f, hashing: bool = False) -> None:
         self._f = f
+        self.sha = hashlib.sha256() if hashing else None
+        self.size = 0
         self.error: OSError | None = None
 
     def write(self, data) -> int:
         try:
-            return self._f.write(data)
+            n = self._f.write(data)
         except OSError as exc:
             self.error = exc
             raise
+        view = memoryview(data)
+        if self.sha is not None:
+            self.sha.update(view)
+        self.size += view.nbytes
+        return n
 
     def flush(self) -> None:
         self._f.flush()
+
+
+def torch_save_into(obj: Any, out: WriteRecorder) -> None:
+    """``torch.save(obj, out)``, raising the write's own OSError (ENOSPC...) rather than torch's
+    ``RuntimeError`` wording of it."""
+    try:
+        torch.save(obj, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically (checkpoints survive an interrupt or a full disk during the write)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            out = _WriteErrorRecorder(f)
-            try:
-                torch.save(obj, out)
-            except RuntimeError:
-                if out.error is not None:
-                    raise out.error from None
-                raise
+            torch_save_into(obj, WriteRecorder(f))
     return Path(path)
 
 

@@ -13,6 +13,29 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BIQABENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+#: The smallest fine-tuning recipe that still trains: one epoch of 2 patches of 32 px per image.
+TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 1,
+               "lr_step": 0}
+
+#: Source of a third-party plugin module registering a linear head; NAME is the head's name.
+HEAD_PLUGIN = """
+import torch
+from biqabench.hookspecs import hookimpl
+from biqabench.heads import HeadSpec, IQAHead, Recipe
+
+class Head(IQAHead):
+    def __init__(self, backbone, recipe):
+        super().__init__(backbone)
+        self.fc = torch.nn.Linear(backbone.out_channels, 1)
+    def forward(self, x):
+        return self.fc(self.backbone.pooled(x)).squeeze(1)
+
+@hookimpl
+def register_heads(register):
+    register(HeadSpec("NAME", Head, Recipe(patch_size=32)))
+"""
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Any attempt to open a non-local connection fails the test instead of downloading."""
@@ -61,9 +84,8 @@ def make_fake_distribution(root: Path, dist: str, plugins: dict[str, str], versi
     return root
 
 
-def invoke_cli(capsys, *args, one_line: bool = True) -> tuple[int, str, str]:
-    """Run ``biqabench`` in-process: (exit code, stdout, last stderr line). A failing command must
-    print no traceback and end on an ``error: ...`` line (the only line when ``one_line``)."""
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``biqabench ARGS`` in-process: (exit code, stdout, stderr), nothing checked."""
     from biqabench.cli import main
 
     capsys.readouterr()
@@ -73,12 +95,39 @@ def invoke_cli(capsys, *args, one_line: bool = True) -> tuple[int, str, str]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
+    return code, out, err
+
+
+def invoke_cli(capsys, *args, one_line: bool = True) -> tuple[int, str, str]:
+    """Run ``biqabench`` in-process: (exit code, stdout, last stderr line). A failing command must
+    print no traceback and end on an ``error: ...`` line (the only line when ``one_line``)."""
+    code, out, err = run_cli(capsys, *args)
     assert "Traceback" not in err, err
     lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
     if code:
         assert lines and lines[-1].startswith("error: "), err
         assert not one_line or len(lines) == 1, err
     return code, out, lines[-1] if lines else ""
+
+
+def forwarded_options(monkeypatch, module, name: str, args: list[str]) -> dict:
+    """The keyword arguments ``biqabench ARGS`` passes to ``module.name`` (stubbed: the command
+    stops there), to check that command-line flags reach the function."""
+    from typer.testing import CliRunner
+
+    from biqabench.cli import app
+    from biqabench.errors import BiqaError
+
+    seen = {}
+
+    def stub(config=None, **kw):
+        seen.update(kw)
+        raise BiqaError("stop here")
+
+    monkeypatch.setattr(module, name, stub)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and seen, result.output
+    return seen
 
 
 @pytest.fixture(scope="session")

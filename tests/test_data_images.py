@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from pathlib import Path
@@ -219,6 +220,42 @@ def test_persistent_workers_follow_set_epoch(tmp_path):
         expected = torch.stack([ds[k][0] for k in range(len(ds))])  # computed here, in the main process
         assert torch.equal(seen[-1], expected)
     assert not torch.equal(seen[0], seen[1])
+
+
+def _record_stats(monkeypatch, paths) -> list:
+    """Every ``os.stat`` of one of ``paths`` from now on (``Path.stat`` goes through it too)."""
+    watched = {os.path.abspath(p) for p in paths}
+    calls, real = [], os.stat
+
+    def stat(p, *args, **kw):
+        if isinstance(p, (str, os.PathLike)) and os.path.abspath(p) in watched:
+            calls.append(os.fspath(p))
+        return real(p, *args, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+    return calls
+
+
+@pytest.mark.parametrize("memory_bytes", [None, 0])  # 0: every patch is read from the disk layer
+def test_images_are_stat_once_per_dataset_load_not_once_per_patch(tmp_path, monkeypatch, memory_bytes):
+    """3 images x 5 patches x 3 epochs = 45 patches, 45 stats before the cache remembered its keys;
+    now one per image.  A file edited before the next load (run) still gets a fresh decode."""
+    table = make_table(tmp_path)
+    stats = _record_stats(monkeypatch, table.paths)
+    cache = ImageCache(folder=tmp_path / "decoded", memory_bytes=memory_bytes)
+    ds = PatchDataset(table, [0, 1, 2], 16, 5, train=True, cache=cache)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for k in range(len(ds)):
+            ds[k]
+    assert sorted(stats) == sorted(str(p) for p in table.paths) and cache.decodes == 3
+    time.sleep(0.01)
+    gradient_image(table.paths[0], w=80)  # edited between two runs
+    stats.clear()
+    again = PatchDataset(table, [0], 16, 5, train=True, cache=ImageCache(folder=tmp_path / "decoded"))
+    assert again.cache.get_array(table.paths[0]).shape == (3, 48, 80) and again.cache.decodes == 1
+    again.cache.get_array(table.paths[0])
+    assert stats == [str(table.paths[0])]
 
 
 def test_vflip_flips_some_training_patches_vertically_and_never_test_patches(tmp_path):

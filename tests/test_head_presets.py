@@ -61,16 +61,45 @@ print(json.dumps(out))
 """
 
 
-def test_non_editable_install_uses_the_packaged_presets(tmp_path):
-    """A real ``pip install --target`` of the project, run from another folder: the recipe comes
-    from the installed package's presets (not the source checkout, not a fallback)."""
-    src = tmp_path / "src"  # a clean copy: no build/ or .egg-info leftovers of the checkout
+def clean_copy(tmp_path: Path) -> Path:
+    """The checkout without build/ or .egg-info leftovers (nor its own results/, which is not the
+    biqabench.results package): what a fresh clone would build."""
+    src = tmp_path / "src"
     leftovers = shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache")
 
-    def ignore(folder, names):  # and the checkout's own results/ (not the biqabench.results package)
+    def ignore(folder, names):
         return set(leftovers(folder, names)) | ({"results"} if Path(folder) == REPO else set())
 
     shutil.copytree(REPO, src, ignore=ignore)
+    return src
+
+
+def test_wheel_builds_without_packaging_warnings_and_ships_presets_and_licenses(tmp_path):
+    """Building the wheel (what ``pip install .`` does) warns about nothing: no deprecated license
+    table, no presets folder that setuptools would drop; the presets and LICENSE/NOTICE are in it."""
+    import re
+    import zipfile
+
+    src, dist = clean_copy(tmp_path), tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                        "--no-index", "-w", str(dist), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    warnings = sorted(set(re.findall(r"\b\w*(?:Warning|Deprecation)\b.*", r.stdout + r.stderr)))
+    assert warnings == [], warnings
+    (wheel,) = dist.glob("biqabench-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    for head in HEADS:
+        assert {f"biqabench_plugins/{head}/presets/cpu.yaml", f"biqabench_plugins/{head}/presets/paper.yaml"} <= names
+    assert {n.rsplit("/", 1)[-1] for n in names if "/licenses/" in n} == {"LICENSE", "NOTICE"}
+    assert "License-Expression: MIT" in metadata.splitlines()
+
+
+def test_non_editable_install_uses_the_packaged_presets(tmp_path):
+    """A real ``pip install --target`` of the project, run from another folder: the recipe comes
+    from the installed package's presets (not the source checkout, not a fallback)."""
+    src = clean_copy(tmp_path)
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                         "--no-index", "--target", str(target), str(src)], capture_output=True, text=True,

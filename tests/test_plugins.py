@@ -9,24 +9,9 @@ import pytest
 from biqabench.errors import BiqaError
 from biqabench.plugins import Harness, get_harness
 from biqabench.registry import Registry, UnknownComponentError
-from conftest import make_fake_distribution
+from conftest import HEAD_PLUGIN, make_fake_distribution
 
-GOOD = """
-import torch
-from biqabench.hookspecs import hookimpl
-from biqabench.heads import HeadSpec, IQAHead, Recipe
-
-class Head(IQAHead):
-    def __init__(self, backbone, recipe):
-        super().__init__(backbone)
-        self.fc = torch.nn.Linear(backbone.out_channels, 1)
-    def forward(self, x):
-        return self.fc(self.backbone.pooled(x)).squeeze(1)
-
-@hookimpl
-def register_heads(register):
-    register(HeadSpec("thirdparty-head", Head, Recipe(patch_size=32)))
-"""
+GOOD = HEAD_PLUGIN.replace("NAME", "thirdparty-head")
 IMPORT_ERROR = "import not_a_module_anywhere\n"
 HOOK_RAISES = """
 from biqabench.hookspecs import hookimpl

@@ -15,6 +15,7 @@ from biqabench.data.splitfiles import read_split_table, run_split_files, split_f
 from biqabench.errors import BiqaError
 from biqabench.probe import FeatureCache, run_probe
 from biqabench.runner import EvalConfig, evaluate
+from conftest import forwarded_options
 from test_probe import _probe_kwargs, make_set
 
 TINY = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
@@ -140,18 +141,7 @@ def test_results_compare_pairs_two_probes_of_other_weights(gen_root, cache, prob
 
 
 def test_probe_cli_passes_splits_from_and_official_split(monkeypatch):
-    from typer.testing import CliRunner
-
     import biqabench.probe as probe_mod
-    from biqabench.cli import app
 
-    seen = {}
-
-    def fake_run_probe(config=None, **kw):
-        seen.update(kw)
-        raise BiqaError("stop here")
-
-    monkeypatch.setattr(probe_mod, "run_probe", fake_run_probe)
-    result = CliRunner().invoke(app, ["probe", "--official-split", "--splits-from", "abc"])
-    assert result.exit_code != 0
+    seen = forwarded_options(monkeypatch, probe_mod, "run_probe", ["probe", "--official-split", "--splits-from", "abc"])
     assert seen["official_split"] is True and seen["splits_from"] == "abc"

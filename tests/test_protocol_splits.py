@@ -11,6 +11,7 @@ from biqabench.data import IQATable, content_overlap, make_splits
 from biqabench.data.splitfiles import load_run_splits, read_split_table, split_difference, split_file
 from biqabench.errors import BiqaError
 from biqabench.runner import EvalConfig, evaluate
+from conftest import forwarded_options
 from split_tables import authentic_table, synthetic_table
 
 TINY = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=2, lr=1e-3, lr_step=0)
@@ -127,18 +128,8 @@ def test_run_without_split_files_cannot_lend_them(tmp_path):
 
 
 def test_official_split_flag_reaches_the_config(monkeypatch):
-    from typer.testing import CliRunner
-
     import biqabench.runner as runner_mod
-    from biqabench.cli import app
 
-    seen = {}
-
-    def fake_evaluate(config=None, **kw):
-        seen.update(kw)
-        raise BiqaError("stop here")
-
-    monkeypatch.setattr(runner_mod, "evaluate", fake_evaluate)
-    result = CliRunner().invoke(app, ["eval", "--official-split", "--splits-from", "abc", "--val-frac", "0"])
-    assert result.exit_code != 0
+    seen = forwarded_options(monkeypatch, runner_mod, "evaluate",
+                             ["eval", "--official-split", "--splits-from", "abc", "--val-frac", "0"])
     assert seen["official_split"] is True and seen["splits_from"] == "abc" and seen["val_frac"] == 0.0

@@ -9,28 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biqabench.cli import main
+from conftest import TINY_RECIPE, invoke_cli
 
 FAST = ["--device", "cpu", "--precision", "fp32", "--workers", "0", "--no-progress"]
-TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 1,
-               "lr_step": 0}
 
 
 def cli(capsys, *args) -> tuple[int, str]:
     """Run ``biqabench ARGS`` in-process; return (exit code, the single stderr line)."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    lines = [ln.split("\r")[-1] for ln in err.split("\n")]
-    lines = [ln for ln in lines if ln.strip()]
-    assert "Traceback" not in err, err
-    if code:
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return code, lines[0] if lines else ""
+    code, _, line = invoke_cli(capsys, *args)
+    return code, line
 
 
 def yaml_file(tmp_path: Path, data: dict | str, name: str = "bad.yaml") -> Path:

@@ -19,23 +19,10 @@ import yaml
 from PIL import Image
 from scipy.io import savemat
 
-from biqabench.cli import main
+from conftest import TINY_RECIPE, run_cli
 
-TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 1,
-               "lr_step": 0}
 RUN_OPTS = ["--device", "cpu", "--precision", "fp32", "--workers", "0", "--no-progress"]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``biqabench ARGS`` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli  # (exit code, stdout, stderr)
 
 
 def one_line_error(err: str) -> str:

@@ -17,27 +17,9 @@ import yaml
 from biqabench.cli import main
 from biqabench.errors import BiqaError
 from biqabench.plugins import reset_harness
-from conftest import invoke_cli, make_fake_distribution
+from conftest import HEAD_PLUGIN as HEAD  # NAME: the head's name
+from conftest import TINY_RECIPE, invoke_cli, make_fake_distribution
 
-TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 1,
-               "lr_step": 0}
-
-HEAD = """
-import torch
-from biqabench.hookspecs import hookimpl
-from biqabench.heads import HeadSpec, IQAHead, Recipe
-
-class Head(IQAHead):
-    def __init__(self, backbone, recipe):
-        super().__init__(backbone)
-        self.fc = torch.nn.Linear(backbone.out_channels, 1)
-    def forward(self, x):
-        return self.fc(self.backbone.pooled(x)).squeeze(1)
-
-@hookimpl
-def register_heads(register):
-    register(HeadSpec("NAME", Head, Recipe(patch_size=32)))
-"""
 IMPORT_ERROR = "import not_a_module_anywhere\n" + HEAD.replace("NAME", "never-seen")
 HOOK_RAISES = """
 from biqabench.hookspecs import hookimpl

@@ -12,26 +12,17 @@ import torch
 from safetensors.torch import save_file
 
 from biqabench.backbones import create_backbone
-from biqabench.cli import main
 from biqabench.weights import WeightsStore
+from conftest import invoke_cli
 
 FAST = ["--head", "linear", "--splits", "1", "--device", "cpu", "--precision", "fp32", "--workers", "0",
         "--no-progress"]
 
 
 def cli(capsys, *args) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    lines = [ln for ln in (x.split("\r")[-1] for x in err.split("\n")) if ln.strip()]
-    assert "Traceback" not in err, err
-    if code:
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return code, lines[0] if lines else out
+    """Run ``biqabench ARGS`` in-process: (exit code, the single stderr line, else stdout)."""
+    code, out, line = invoke_cli(capsys, *args)
+    return code, line or out
 
 
 def eval_with(capsys, weights, backbone: str = "tiny") -> tuple[int, str]:

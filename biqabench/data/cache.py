@@ -6,7 +6,8 @@ resizes) an image the first time it is asked for and keeps the uint8 pixels:
 
 * in memory, per process, up to a byte budget (least recently used entries go first);
 * optionally on disk as ``.npy`` files keyed by path, file size, mtime and resize, so DataLoader
-  workers, later epochs and later runs share one decode.  Entries are written atomically, so
+  workers, later epochs and later runs share one decode.  Each file is stat'ed once per cache
+  (one dataset load), not once per patch.  Entries are written atomically, so
   concurrent workers never read half a file.
 
 With DataLoader workers, each worker holds its own memory cache (nothing large is pickled to
@@ -68,6 +69,7 @@ class ImageCache:
         self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}  # absolute path -> entry key, stat'ed once (see _key)
         self.decodes = 0   # how many times an image was actually decoded (for tests and benchmarks)
         self.hits = 0
 
@@ -84,9 +86,19 @@ class ImageCache:
         self._lock = threading.Lock()
 
     def _key(self, path: Path) -> str:
-        st = path.stat()
-        raw = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{self.resize}\0{_FORMAT}"
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+        """The entry of ``path``: its absolute name, size, mtime, the resize and the format.
+
+        The file is stat'ed the first time this cache is asked for it, not once per patch (25 an
+        epoch): a cache serves one dataset load (the runner makes one per dataset), and a file
+        edited before the next load (run) gets a new key there, so it is decoded again.
+        """
+        name = os.path.abspath(path)
+        key = self._keys.get(name)
+        if key is None:
+            st = os.stat(name)
+            raw = f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{self.resize}\0{_FORMAT}"
+            key = self._keys[name] = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+        return key
 
     def _disk_path(self, key: str) -> Path:
         assert self.folder is not None
