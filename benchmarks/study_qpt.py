@@ -49,7 +49,8 @@ def snapshot_steps(first: int, total: int) -> list[int]:
 
 
 def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int, first: int, out: Path,
-                       seed: int = 0, overrides: dict | None = None, precision: str = "fp32") -> list[Path]:
+                       seed: int = 0, overrides: dict | None = None, precision: str = "fp32",
+                       resume: bool = False) -> list[Path]:
     """One ``biqabench pretrain qpt`` run (``run_qpt``) of ``steps`` steps; the query encoder's
     backbone at every snapshot step, as files.  Snapshots come from the run's own checkpoints
     (``checkpoint_every`` = the first snapshot step), so the loop is exactly the one users run."""
@@ -76,27 +77,36 @@ def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int
         files.append(path)
 
     torch.manual_seed(seed)  # QPTTrainer.build seeds the same way: this is the run's step-0 backbone
-    snapshot(0, create_backbone(backbone, weights="random").state_dict())
+    if not (resume and (snaps / "step00000.safetensors").is_file()):
+        snapshot(0, create_backbone(backbone, weights="random").state_dict())
     run_dir = out / "run"
     prefix = "encoder_q.backbone."
 
     def on_step(step: int, stats: dict) -> None:  # the checkpoint of step-1 was written after it
-        if step - 1 in wanted and 0 < step - 1 < steps:
+        if step - 1 in wanted and 0 < step - 1 < steps and not (snaps / f"step{step - 1:05d}.safetensors").is_file():
             model = io.load_torch(run_dir / CHECKPOINT, map_location="cpu")["model"]
             snapshot(step - 1, {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)})
 
     t0 = time.time()
     record = run_qpt(PretrainRequest(backbone=backbone, data=str(data), steps=steps, config=str(cfg_file), seed=seed,
-                                     device="cpu", precision=precision, run_dir=run_dir,
+                                     device="cpu", precision=precision, run_dir=run_dir, resume=resume,
                                      store=WeightsStore(out / "weights")), on_step=on_step)
     from biqabench.weights import read_state_dict
 
     snapshot(steps, read_state_dict(record.file))
     io.write_json(out / "pretrain.json", {"backbone": backbone, "config": config, "overrides": overrides or {},
                                           "steps": steps, "seed": seed, "data": str(data), "precision": precision,
-                                          "wall_s": round(time.time() - t0, 1), "weights": str(record.file),
+                                          "wall_s": _run_wall(run_dir, time.time() - t0), "weights": str(record.file),
                                           "qpt_config": __import__("dataclasses").asdict(cfg)})
     return files
+
+
+def _run_wall(run_dir: Path, fallback: float) -> float:
+    """The pretraining's wall time over all its sessions (run.json counts resumed runs whole)."""
+    try:
+        return float(json.loads((run_dir / "run.json").read_text())["wall_time_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return round(fallback, 1)
 
 
 # -- probing the snapshots -----------------------------------------------------------------------
@@ -248,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="probe input size(s), shorter side in px (biqabench probe --size)")
     ap.add_argument("--probe-steps", type=int, nargs="*", default=[], help="probe only these snapshots")
     ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted study's pretraining from its "
+                    "last checkpoint (same options; snapshots already taken are kept)")
     ap.add_argument("--pretrain-only", action="store_true")
     ap.add_argument("--probe-only", action="store_true", help="probe the snapshots already in --out")
     a = ap.parse_args(argv)
@@ -261,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     if not a.probe_only:
         pretrain_snapshots(a.backbone, a.config, Path(a.data), a.steps, a.first, out, a.seed,
-                           _parse_overrides(a.set), a.precision)
+                           _parse_overrides(a.set), a.precision, a.resume)
     if a.pretrain_only:
         return 0
     return probe_main(a, out)
