@@ -66,8 +66,8 @@ def hypernet_pair(seed: int = 0, randomise_bn: bool = False):
     pyiqa's model keeps its own ImageNet normalisation and 25-crop test protocol (its reference
     behaviour); ours gets normalised patches from the data layer.
     """
-    from biqabench.backbones import ResNetBackbone
     from biqabench_plugins.hyperiqa import RECIPE, HyperIQAHead, load_pyiqa_checkpoint
+    from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
     torch.manual_seed(seed)
     with offline_pyiqa() as hypernet_arch:

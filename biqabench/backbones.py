@@ -8,6 +8,11 @@ themselves from ``channels``; nothing in a head hard-codes ResNet-50's 2048.
 Backbones are created with random weights and never download: weights are put in afterwards by
 :func:`biqabench.weights.resolve_weights`, which is the one place that knows about ImageNet,
 pretrainer outputs and checkpoint files.
+
+The concrete backbones live in the plugins that register them (``torchvision_backbones``: the
+ResNets; ``timm_backbones``); core code reaches them by name through :func:`create_backbone`.
+:class:`TinyBackbone` stays here: a few-thousand-parameter reference of the protocol that tests
+and smoke runs build directly.
 """
 
 from __future__ import annotations
@@ -44,36 +49,6 @@ class Backbone(nn.Module):
         :func:`biqabench.weights.remap_state_dict` calls it first, so a backbone wrapping another
         library's model (timm's) can accept that library's checkpoints unchanged."""
         return state
-
-
-class ResNetBackbone(Backbone):
-    """A torchvision ResNet without its classifier, exposing layer1..layer4.
-
-    Parameter names are torchvision's (``conv1.weight``, ``layer3.2.bn1.running_mean``...), so
-    torchvision/ImageNet and MoCo checkpoints load without renaming beyond prefix stripping.
-    """
-
-    strides = (4, 8, 16, 32)
-
-    def __init__(self, arch: str = "resnet50"):
-        super().__init__()
-        import torchvision.models as tvm
-
-        ctor = getattr(tvm, arch)
-        net = ctor(weights=None)
-        self.name = arch
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        expansion = 4 if arch in ("resnet50", "resnet101", "resnet152") or "resnext" in arch or "wide" in arch else 1
-        self.channels = tuple(c * expansion for c in (64, 128, 256, 512))
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [c2, c3, c4, c5]
 
 
 class TinyBackbone(Backbone):

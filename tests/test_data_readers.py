@@ -190,7 +190,7 @@ def test_tid2013_case_insensitive_names(tmp_path):
 
 
 def test_live_release2_drops_originals(tmp_path):
-    from biqabench.data.readers.synthetic import LIVE_FOLDERS
+    from biqabench_plugins.datasets.synthetic import LIVE_FOLDERS
 
     total = sum(n for _, n in LIVE_FOLDERS)
     orgs = np.zeros((1, total))

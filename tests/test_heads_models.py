@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biqabench.backbones import ResNetBackbone, TinyBackbone
+from biqabench.backbones import TinyBackbone
 from biqabench.config import override
 from biqabench.errors import BiqaError
 from biqabench.heads import create_head, head_spec
+from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
 HEADS = ("hyperiqa", "tres", "linear")
 

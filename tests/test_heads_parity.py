@@ -20,9 +20,9 @@ import functools
 import pytest
 import torch
 
-from biqabench.backbones import ResNetBackbone
 from biqabench.errors import BiqaError
 from biqabench.io import save_torch
+from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
 pytest.importorskip("pyiqa")
 

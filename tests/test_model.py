@@ -153,8 +153,8 @@ def test_pyiqa_hyperiqa_checkpoint_loads_into_our_head(tmp_path):
     """A checkpoint in pyiqa's layout ({'params': ...}, backbone under base_model.) written from a
     random head of ours: pyiqa:hyperiqa:FILE rebuilds exactly that head and scores like it."""
     from biqabench import load_model
-    from biqabench.backbones import ResNetBackbone
     from biqabench_plugins.hyperiqa import RECIPE, HyperIQAHead
+    from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
     torch.manual_seed(0)
     ours = HyperIQAHead(ResNetBackbone("resnet50"), RECIPE).eval()
@@ -179,7 +179,7 @@ def test_pyiqa_tres_checkpoint_finds_its_backbone_and_loads(tmp_path):
     """pyiqa's TReS layout (whole torchvision ResNet under model., its unused fc kept): the
     backbone depth is read from the checkpoint, and the head holds exactly those tensors."""
     from biqabench import load_model
-    from biqabench.backbones import ResNetBackbone
+    from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
     from biqabench_plugins.tres import RECIPE, TReSHead
 
     torch.manual_seed(0)

@@ -1,8 +1,11 @@
 """Bundled plugin: the IQA datasets biqabench knows (official distributions, pyiqa meta CSVs,
-custom CSVs, the embedded demo sets), as ``DatasetSpec`` entries over the core's generic readers.
+custom CSVs, the embedded demo sets), as ``DatasetSpec`` entries.
 
-Registered exactly as a third-party dataset plugin would: one ``DatasetSpec`` per dataset, so the
-core holds the readers and the protocol, never the list.
+The readers of the official distributions ship here (:mod:`.authentic`, :mod:`.synthetic`), built
+on the core's generic helpers (``biqabench.data.readers``: file finding, CSV/xlsx parsing, the
+``csv``/``pyiqa`` table readers).  Registered exactly as a third-party dataset plugin would be:
+one ``DatasetSpec`` per dataset, so the core holds the protocol and the generic machinery, never
+the list.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 from functools import partial
 
 from biqabench.data import embedded
-from biqabench.data.readers import (load_bid, load_clive, load_csiq, load_flive, load_generic, load_kadid,
-                                    load_koniq, load_live, load_pyiqa, load_spaq, load_tid2013)
-from biqabench.data.readers.authentic import KONIQ_LABELS, SPAQ_LABELS
+from biqabench.data.readers import load_generic, load_pyiqa
 from biqabench.data.readers.common import has_files as _has
-from biqabench.data.readers.synthetic import CSIQ_LABELS
 from biqabench.data.table import DatasetSpec
 from biqabench.hookspecs import hookimpl
+from biqabench_plugins.datasets.authentic import (KONIQ_LABELS, SPAQ_LABELS, load_bid, load_clive, load_flive,
+                                                  load_koniq, load_spaq)
+from biqabench_plugins.datasets.synthetic import CSIQ_LABELS, load_csiq, load_kadid, load_live, load_tid2013
 
 
 @hookimpl

@@ -1,8 +1,9 @@
 """Load pyiqa's ``HyperNet`` checkpoints (e.g. its published KonIQ-10k weights) into our head.
 
 pyiqa keeps the backbone as a timm ``features_only`` ResNet under ``base_model.``; timm's ResNet
-parameter names are torchvision's, which is what our :class:`~biqabench.backbones.ResNetBackbone`
-uses, so the backbone maps by prefix.  The head's own modules carry pyiqa's names already.
+parameter names are torchvision's, which is what our ``resnet50`` backbone (the
+``torchvision_backbones`` plugin's ``ResNetBackbone``) uses, so the backbone maps by prefix.
+The head's own modules carry pyiqa's names already.
 pyiqa's checkpoint files wrap the state dict in ``{"params": ...}``; that is unwrapped by
 :func:`biqabench.weights.read_state_dict`.  pyiqa's HyperNet is fixed to ResNet-50 channels, so
 its checkpoints fit a ``resnet50`` backbone only.
