@@ -130,7 +130,8 @@ def probe(backbone, table, runtime) -> dict:
 
 def pretraining_photos(dest: Path) -> Path:
     """The embedded pristine photos that demo-a's contents do not come from."""
-    from biqabench.data.embedded import CONTENTS, pristine_dir
+    from biqabench.data.embedded import pristine_dir
+    from biqabench_plugins.datasets.demo import CONTENTS
 
     used = {photo for photo, _, _ in CONTENTS["demo-a"]}
     dest.mkdir(parents=True, exist_ok=True)

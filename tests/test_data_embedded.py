@@ -11,6 +11,7 @@ from PIL import Image
 
 from biqabench.data import content_overlap, load_dataset, make_splits
 from biqabench.data import embedded
+from biqabench_plugins.datasets import demo
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_demo_set_builds_from_a_clean_cache(tmp_path, monkeypatch):
     assert table.mos.min() >= 0 and table.mos.max() == 100.0
     assert len(set(table.content)) == 10
     with Image.open(table.paths[0]) as im:
-        assert im.size == (embedded.SIZE, embedded.SIZE)
+        assert im.size == (demo.SIZE, demo.SIZE)
     assert table.options["embedded_version"] == embedded.VERSION
 
 
@@ -60,29 +61,29 @@ def test_pseudo_mos_is_one_number_per_level_on_every_content():
     assert all(len(v) == 1 for v in by_level.values()), {k: v for k, v in by_level.items() if len(v) > 1}
     assert by_level[("pristine", 0)] == {100.0}
     mos = {k: v.pop() for k, v in by_level.items()}
-    for kind, levels in embedded.DISTORTIONS.items():
+    for kind, levels in demo.DISTORTIONS.items():
         curve = [mos[(kind, lv)] for lv in range(1, len(levels) + 1)]
         assert 100.0 > curve[0] and all(a > b for a, b in zip(curve, curve[1:])), (kind, curve)
     assert np.std(list(mos.values())) > 10  # a usable spread of labels
 
 
 def test_pseudo_mos_comes_from_ssim_on_the_calibration_contents():
-    table = embedded.pseudo_mos_table()
-    photo = embedded.load_photo(embedded.CALIBRATION[0][0])
-    ref = photo.crop((0, 0, embedded.SIZE, embedded.SIZE))
-    mild = embedded.ssim(ref, embedded.distort(ref, "blur", embedded.DISTORTIONS["blur"][0], np.random.default_rng(0)))
-    strong = embedded.ssim(ref, embedded.distort(ref, "blur", embedded.DISTORTIONS["blur"][-1], np.random.default_rng(0)))
+    table = demo.pseudo_mos_table()
+    photo = embedded.load_photo(demo.CALIBRATION[0][0])
+    ref = photo.crop((0, 0, demo.SIZE, demo.SIZE))
+    mild = demo.ssim(ref, demo.distort(ref, "blur", demo.DISTORTIONS["blur"][0], np.random.default_rng(0)))
+    strong = demo.ssim(ref, demo.distort(ref, "blur", demo.DISTORTIONS["blur"][-1], np.random.default_rng(0)))
     assert mild > strong  # SSIM itself falls with the level on one content
     assert 0 < table[("blur", 4)] < table[("blur", 1)] < 100
 
 
 def test_pretraining_demo_a_and_demo_b_use_disjoint_photos():
     a, b = load_dataset("demo-a"), load_dataset("demo-b")
-    photos_a = {p for p, _, _ in embedded.CONTENTS["demo-a"]}
-    photos_b = {p for p, _, _ in embedded.CONTENTS["demo-b"]}
+    photos_a = {p for p, _, _ in demo.CONTENTS["demo-a"]}
+    photos_b = {p for p, _, _ in demo.CONTENTS["demo-b"]}
     pretrain = set(embedded.PRETRAIN_PHOTOS)
     assert not photos_a & photos_b and not pretrain & (photos_a | photos_b)
-    assert {p for p, _, _ in embedded.CALIBRATION} <= pretrain  # labels never depend on a labelled image
+    assert {p for p, _, _ in demo.CALIBRATION} <= pretrain  # labels never depend on a labelled image
     assert not set(a.content) & set(b.content)
     assert {f.stem for f in embedded.pristine_dir().glob("*.png")} == pretrain
 

@@ -223,7 +223,7 @@ def test_disk_full_mid_run_keeps_finished_splits_and_resumes(tmp_path, capsys, m
 def test_real_write_failure_from_the_os_is_one_line(tmp_path):
     """A file-size limit makes the kernel refuse the first big write (the epoch checkpoint) with
     EFBIG, exactly like a full disk refuses it with ENOSPC: torch.save's own error is not shown."""
-    from biqabench.data.embedded import build_demo
+    from biqabench_plugins.datasets.demo import build_demo
 
     build_demo("demo-a"), build_demo("demo-b")  # the cached demo sets are written outside the limit
     cfg = tmp_path / "tiny.yaml"

@@ -1,48 +1,34 @@
-"""The embedded default: small labelled demo sets built offline from scikit-image's sample photos.
+"""The embedded photos: scikit-image's bundled sample photographs, read offline and cached.
 
-Why it exists: ``biqabench eval`` and the demo must run on a fresh install with no network and
-no dataset from the user.  scikit-image ships a handful of real photographs inside its wheel;
-we scale each so its short side is 256 px, cut 128x128 contents from them, degrade each with
-graded synthetic distortions (Gaussian blur, Gaussian noise, JPEG, contrast loss; four levels
-each) and label every image with a *pseudo-MOS* that depends only on the distortion and its
-level: 100 x the mean SSIM that this distortion at this level leaves on a fixed pool of
-*calibration* contents (cut from the pretraining photos, so neither labelled set's labels
-depend on its own images).  So the same level means the same quality on every content, and
-scores compare across contents and across the two sets (v1's per-image SSIM did not: a probe
-ranked its images across contents at SRCC 0.2-0.36).
+Why it exists: ``biqabench eval``, ``probe`` and ``pretrain`` must run on a fresh install with no
+network and no data from the user.  scikit-image ships a handful of real photographs inside its
+wheel; this module reads them (:func:`load_photo`), builds folders from them atomically under
+``cache_root()/embedded/<VERSION>/`` (:func:`publish`) and provides :func:`pristine_dir`, the
+default unlabelled data for QPT pretraining.
 
-This is a demo set, not a human-rated benchmark: numbers on it show that a model learns to tell
-distortion kinds and levels apart, not how good it is on real photos.
-
-The photos are split three ways, disjoint: ``PRETRAIN_PHOTOS`` (:func:`pristine_dir`, the default
-unlabelled data for QPT pretraining, and the calibration pool), ``demo-a`` and ``demo-b`` (170
-images each: 10 contents x (1 pristine + 4 distortions x 4 levels)); so the default pretraining
-never sees a content the default eval tests on.  Content ids make splits keep every content on
-one side.  Everything is built once, in seconds, under ``cache_root()/embedded/<VERSION>/``.
+The photos are split three ways, disjoint: ``PRETRAIN_PHOTOS`` (:func:`pristine_dir`, and the
+pseudo-MOS calibration pool of the demo sets) and the photos of each labelled demo set,
+``demo-a`` and ``demo-b``; so the default pretraining never sees a content the default eval tests
+on.  The demo sets are built by the bundled ``datasets`` plugin (``biqabench_plugins.datasets.demo``);
+core code reaches them by name only (``load_dataset("demo-a")``; ``EMBEDDED_TRAIN`` /
+``EMBEDDED_TEST`` are the names a run uses when it names no dataset).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import logging
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
 from biqabench.errors import BiqaError
 from biqabench.paths import cache_root
 
-log = logging.getLogger(__name__)
-
-#: Bump when the photos, crops, distortions or labels change: a new version builds a new folder.
+#: Bump when the photos, or the demo sets' crops, distortions or labels, change: a new version
+#: builds a new folder.
 VERSION = "2"
-SIZE = 128          # side of a content crop (px)
 SHORT_SIDE = 256    # every photo is first scaled so its short side is this (a crop holds a real scene part)
 
 #: Natural photographs bundled in the scikit-image wheel (file name in ``skimage/data``).
@@ -71,42 +57,8 @@ PHOTOS: dict[str, str] = {
 #: No labelled set uses them.
 PRETRAIN_PHOTOS = ("motorcycle_left", "motorcycle_right", "hubble_deep_field", "cell")
 
-#: Contents of each demo set: (photo, left, top) of a SIZE x SIZE crop of the photo scaled to a
-#: SHORT_SIDE short side.  The sets use disjoint photos, so a model tuned on one never saw the
-#: other's scenes, and neither uses a pretraining photo.
-CONTENTS: dict[str, list[tuple[str, int, int]]] = {
-    "demo-a": [
-        ("astronaut", 40, 0), ("astronaut", 128, 128), ("coffee", 100, 20), ("coffee", 250, 128),
-        ("camera", 40, 20), ("camera", 128, 128), ("brick", 64, 64), ("coins", 0, 0),
-        ("coins", 190, 128), ("grass", 64, 64),
-    ],
-    "demo-b": [
-        ("chelsea", 100, 30), ("chelsea", 250, 100), ("rocket", 130, 100), ("rocket", 0, 0),
-        ("immunohistochemistry", 0, 0), ("immunohistochemistry", 128, 128), ("gravel", 64, 64),
-        ("moon", 64, 64), ("retina", 64, 64), ("retina", 0, 64),
-    ],
-}
-
 #: The sets a run trains and tests on when it names none (``biqabench eval`` / ``probe`` out of the box).
 EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
-
-#: Calibration contents: (photo, left, top) crops of the pretraining photos.
-CALIBRATION: tuple[tuple[str, int, int], ...] = (
-    ("motorcycle_left", 40, 60), ("motorcycle_left", 200, 110), ("motorcycle_right", 120, 0),
-    ("hubble_deep_field", 0, 0), ("hubble_deep_field", 150, 120), ("cell", 64, 90),
-)
-
-#: Graded distortions: name -> four levels, mildest first (at 128 px).
-DISTORTIONS: dict[str, tuple[float, ...]] = {
-    "blur": (0.7, 1.3, 2.2, 3.5),        # Gaussian blur radius (px)
-    "noise": (5.0, 12.0, 25.0, 45.0),    # Gaussian noise sigma (grey levels of 255)
-    "jpeg": (50.0, 25.0, 12.0, 5.0),     # JPEG quality
-    "contrast": (0.7, 0.5, 0.3, 0.15),   # contrast factor (1 = unchanged)
-}
-
-DESCRIPTION = ("demo set built offline from scikit-image sample photos with graded synthetic distortions; "
-               "pseudo-MOS = 100 x mean SSIM of the distortion level on fixed calibration contents "
-               "(one score per distortion level; not human ratings)")
 
 
 def _skimage_data_dir() -> Path:
@@ -131,10 +83,11 @@ def load_photo(name: str, short_side: int | None = SHORT_SIDE) -> Image.Image:
 
 
 def embedded_root() -> Path:
+    """The cache folder of this embedded version (pristine photos and demo sets side by side)."""
     return cache_root() / "embedded" / VERSION
 
 
-def _publish(build, final: Path) -> Path:
+def publish(build, final: Path) -> Path:
     """Build into a temporary sibling folder and rename it into place, so concurrent processes
     (DataLoader workers, parallel test runs) never see a half-built folder."""
     if final.is_dir():
@@ -172,101 +125,4 @@ def pristine_dir() -> Path:
         for name in PRETRAIN_PHOTOS:
             load_photo(name, short_side=None).save(tmp / f"{name}.png", compress_level=1)
 
-    return _publish(build, embedded_root() / "pristine")
-
-
-# -- distortions and pseudo-MOS --------------------------------------------------------------
-def distort(image: Image.Image, kind: str, level: float, rng: np.random.Generator) -> Image.Image:
-    """Apply one graded distortion (deterministic given ``rng``)."""
-    if kind == "blur":
-        return image.filter(ImageFilter.GaussianBlur(radius=level))
-    if kind == "noise":
-        arr = np.asarray(image, dtype=np.float32)
-        arr = arr + rng.normal(0.0, level, size=arr.shape).astype(np.float32)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
-    if kind == "jpeg":
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=int(level))
-        buf.seek(0)
-        with Image.open(buf) as im:
-            return im.convert("RGB")
-    if kind == "contrast":
-        return ImageEnhance.Contrast(image).enhance(level)
-    raise ValueError(f"unknown distortion {kind!r}")
-
-
-def ssim(reference: Image.Image, distorted: Image.Image) -> float:
-    """SSIM of the distorted image to its source on luma (Gaussian window, sigma 1.5, as in
-    Wang et al. 2004), clipped to [0, 1].  Needs no downloaded weights."""
-    from skimage.metrics import structural_similarity
-
-    ref = np.asarray(reference.convert("L"), dtype=np.float64)
-    dist = np.asarray(distorted.convert("L"), dtype=np.float64)
-    value = structural_similarity(ref, dist, data_range=255.0,
-                                  gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-    return float(np.clip(value, 0.0, 1.0))
-
-
-def _crop(photo: Image.Image, left: int, top: int) -> Image.Image:
-    left = min(max(left, 0), photo.width - SIZE)
-    top = min(max(top, 0), photo.height - SIZE)
-    return photo.crop((left, top, left + SIZE, top + SIZE))
-
-
-@lru_cache(maxsize=1)
-def pseudo_mos_table() -> dict[tuple[str, int], float]:
-    """(distortion, level) -> pseudo-MOS: 100 x the mean SSIM that distortion leaves on the
-    ``CALIBRATION`` contents.  One number per level, whatever the content; pristine is 100."""
-    photos = {p: load_photo(p) for p in dict.fromkeys(p for p, _, _ in CALIBRATION)}
-    refs = [_crop(photos[p], left, top) for p, left, top in CALIBRATION]
-    table = {}
-    for kind, levels in DISTORTIONS.items():
-        for lv, level in enumerate(levels, start=1):
-            rng = np.random.default_rng([int(VERSION), lv, sum(map(ord, kind))])
-            table[(kind, lv)] = 100.0 * float(np.mean([ssim(r, distort(r, kind, level, rng)) for r in refs]))
-    return table
-
-
-def _build_set(name: str, tmp: Path) -> None:
-    mos = pseudo_mos_table()
-    photos: dict[str, Image.Image] = {}
-    rows = []
-    (tmp / "images").mkdir()
-    for c, (photo, left, top) in enumerate(CONTENTS[name]):
-        if photo not in photos:
-            photos[photo] = load_photo(photo)
-        ref = _crop(photos[photo], left, top)
-        content = f"{photo}_{c:02d}"
-        ref_name = f"images/{content}.png"
-        ref.save(tmp / ref_name, compress_level=1)
-        rows.append((ref_name, 100.0, content, "pristine", 0))
-        rng = np.random.default_rng([int(VERSION), c, sum(map(ord, name))])
-        for kind, levels in DISTORTIONS.items():
-            for lv, level in enumerate(levels, start=1):
-                fname = f"images/{content}_{kind}{lv}.png"
-                distort(ref, kind, level, rng).save(tmp / fname, compress_level=1)
-                rows.append((fname, mos[(kind, lv)], content, kind, lv))
-    with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "mos", "ref", "distortion", "level"])
-        for r in rows:
-            w.writerow([r[0], f"{r[1]:.4f}", r[2], r[3], r[4]])
-
-
-def build_demo(name: str) -> Path:
-    """Folder of one demo set (``images/*.png`` + ``labels.csv``), built on first use."""
-    if name not in CONTENTS:
-        raise BiqaError(f"unknown demo set {name!r} (one of {', '.join(CONTENTS)})")
-    return _publish(lambda tmp: _build_set(name, tmp), embedded_root() / name)
-
-
-def load_demo(name: str, root: Path | None = None, **options):
-    """Loader for the ``demo-a`` / ``demo-b`` DatasetSpecs; ``root`` is ignored (the set lives in the cache)."""
-    from biqabench.data.readers.common import no_unknown_options
-    from biqabench.data.readers.tables import read_generic_csv
-
-    no_unknown_options(options, name, ())
-    folder = build_demo(name)
-    table = read_generic_csv(folder, "labels.csv", scale=(0.0, 100.0), higher_better=True, name=name)
-    table.options["embedded_version"] = VERSION
-    return table
+    return publish(build, embedded_root() / "pristine")

@@ -1,22 +1,23 @@
 """Bundled plugin: the IQA datasets biqabench knows (official distributions, pyiqa meta CSVs,
 custom CSVs, the embedded demo sets), as ``DatasetSpec`` entries.
 
-The readers of the official distributions ship here (:mod:`.authentic`, :mod:`.synthetic`), built
-on the core's generic helpers (``biqabench.data.readers``: file finding, CSV/xlsx parsing, the
-``csv``/``pyiqa`` table readers).  Registered exactly as a third-party dataset plugin would be:
-one ``DatasetSpec`` per dataset, so the core holds the protocol and the generic machinery, never
-the list.
+The readers of the official distributions ship here (:mod:`.authentic`, :mod:`.synthetic`), and
+so does the builder of the embedded demo sets (:mod:`.demo`), on the core's generic helpers
+(``biqabench.data.readers``: file finding, CSV/xlsx parsing, the ``csv``/``pyiqa`` table readers;
+``biqabench.data.embedded``: the bundled photos and their cache).  Registered exactly as a
+third-party dataset plugin would be: one ``DatasetSpec`` per dataset, so the core holds the
+protocol and the generic machinery, never the list.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
-from biqabench.data import embedded
 from biqabench.data.readers import load_generic, load_pyiqa
 from biqabench.data.readers.common import has_files as _has
 from biqabench.data.table import DatasetSpec
 from biqabench.hookspecs import hookimpl
+from biqabench_plugins.datasets import demo
 from biqabench_plugins.datasets.authentic import (KONIQ_LABELS, SPAQ_LABELS, load_bid, load_clive, load_flive,
                                                   load_koniq, load_spaq)
 from biqabench_plugins.datasets.synthetic import CSIQ_LABELS, load_csiq, load_kadid, load_live, load_tid2013
@@ -87,9 +88,9 @@ def dataset_specs() -> list[DatasetSpec]:
             layout="ROOT/{labels.csv (image,mos[,ref][,split]), images at the paths it names}",
             options_help="csv=FILE, scale=LO,HI (required), higher_better=true|false, name=NAME, image_dir=DIR"),
         DatasetSpec(
-            "demo-a", partial(embedded.load_demo, "demo-a"), "embedded demo set A: " + embedded.DESCRIPTION,
+            "demo-a", partial(demo.load_demo, "demo-a"), "embedded demo set A: " + demo.DESCRIPTION,
             layout=demo_layout, scale=(0.0, 100.0), synthetic=True, needs_root=False),
         DatasetSpec(
-            "demo-b", partial(embedded.load_demo, "demo-b"), "embedded demo set B (contents disjoint from A): "
-            + embedded.DESCRIPTION, layout=demo_layout, scale=(0.0, 100.0), synthetic=True, needs_root=False),
+            "demo-b", partial(demo.load_demo, "demo-b"), "embedded demo set B (contents disjoint from A): "
+            + demo.DESCRIPTION, layout=demo_layout, scale=(0.0, 100.0), synthetic=True, needs_root=False),
     ]
