@@ -12,7 +12,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,26 +32,70 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+class _HeldSignals:
+    """SIGINT/SIGTERM held back (``pthread_sigmask``) while a temporary file is created or
+    removed, so a Ctrl-C that lands between ``mkstemp`` and the ``try`` that cleans up, or at the
+    top of that ``finally``, cannot leave a ``*.tmp`` behind.  A held signal is delivered the
+    moment it is released, inside the ``try``, where the cleanup sees it.  No-op off the main
+    thread and where the OS has no signal masks."""
+
+    SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self) -> None:
+        self._active = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        self._previous: set | None = None
+
+    def hold(self) -> None:
+        if self._active and self._previous is None:
+            self._previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+
+    def release(self) -> None:
+        if self._previous is not None:
+            previous, self._previous = self._previous, None
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+    Whatever happens (an error, Ctrl-C at any point), the temporary file does not outlive it."""
     path = Path(path)
+    held = _HeldSignals()
+    held.hold()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise BiqaError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        raise BiqaError(f"cannot write {path}: {exc.strerror or exc} (nothing was half-written)") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            raise BiqaError(f"cannot write {path}: {exc.strerror or exc}; choose a writable folder") from None
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            held.release()  # a signal held since mkstemp arrives here, inside the cleanup's try
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise BiqaError(f"cannot write {path}: {exc.strerror or exc} (nothing was half-written)") from None
+        finally:
+            held.hold()
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
     finally:
+        held.release()
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of interrupted atomic writes (``.<name>.<random>.tmp``) under a
+    folder that only this process writes (a run folder: one writer, see biqabench.checkpoint).
+    Called where an interruption is handled, for a Ctrl-C that landed at the very top of a
+    write's cleanup, the one moment :func:`atomic_path` cannot guard."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

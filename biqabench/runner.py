@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from biqabench import distributed
+from biqabench import distributed, io
 from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.data.patches import test_crop_seed
@@ -238,6 +238,7 @@ def _evaluate(cfg: EvalConfig, runtime: Runtime, folder: RunFolder | None, run_d
         try:
             _run_splits(plan, folder, progress)
         except KeyboardInterrupt:
+            io.remove_temporaries(folder.path)
             _record(folder, manifest, status="interrupted", wall_seconds=time.time() - started)
             raise BiqaError(f"interrupted; finished splits are kept. Continue with: biqabench eval --resume "
                             f"{folder.path}") from None
