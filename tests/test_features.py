@@ -194,3 +194,28 @@ def test_paired_table_compares_runs_split_by_split():
     assert table.loc["demo-a", "median diff"] == pytest.approx(0.1) and table.loc["demo-a", "splits up"] == "3/3"
     assert table.loc["demo-b", "splits up"] == "2/3" and table.loc["demo-b", "random srcc"] == pytest.approx(0.2)
     assert wilcoxon_p(np.full(10, 0.05)) < 0.01 and np.isnan(wilcoxon_p(np.zeros(3)))
+
+
+def test_paired_command_finds_the_latest_runs_by_head_weights_and_backbone(tmp_path, capsys):
+    """``python -m biqabench.results.paired`` (make demo's last step) on two real run folders:
+    it picks them by head, weights and backbone (``head`` is a column, not DataFrame.head)."""
+    from biqabench import io
+    from biqabench.backbones import create_backbone
+    from biqabench.results import list_runs
+    from biqabench.results.paired import main
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    io.save_safetensors({k: v.contiguous() for k, v in create_backbone("tiny").state_dict().items()}, other)
+    root = tmp_path / "results"
+    fast = {**CACHED, "epochs": 1}
+    for name, weights in (("a", "random"), ("b", str(other))):
+        evaluate(_config(splits=2, weights=weights, recipe_overrides=fast), run_dir=root / "runs" / name,
+                 progress=False)
+    label = list_runs(root).set_index("id").loc["b", "weights"]
+    assert main(["--head", "hyperiqa", "--backbone", "tiny", "--base", "random", "--other", label,
+                 "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "random (a) vs" in out and "(b)" in out and "splits up" in out and "demo-b" in out
+    assert main(["--head", "linear", "--backbone", "tiny", "--root", str(root)]) == 2
+    assert "no finished eval run of --head linear" in capsys.readouterr().err

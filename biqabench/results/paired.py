@@ -59,7 +59,7 @@ def paired_table(base: Run, other: Run, metric: str = "srcc") -> pd.DataFrame:
 
 def latest_run(weights: str, head: str, backbone: str, root=None) -> Run:
     runs = list_runs(root)
-    pick = runs[(runs.kind == "eval") & (runs.weights == weights) & (runs.head == head)
+    pick = runs[(runs.kind == "eval") & (runs.weights == weights) & (runs["head"] == head)
                 & (runs.backbone == backbone) & (runs.status == "finished")]
     if pick.empty:
         raise BiqaError(f"no finished eval run of --head {head} --weights {weights} --backbone {backbone}; "
