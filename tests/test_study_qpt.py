@@ -41,5 +41,5 @@ def test_the_photos_preset_loads_with_the_studied_settings():
     from biqabench_plugins.qpt.pretrainer import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "qpt_pretrain_cpu_photos.yaml")
-    assert (cfg.crop_size, cfg.patch_size, cfg.negative_degradations) == (256, 128, 1)
+    assert (cfg.crop_size, cfg.patch_size, cfg.negative_degradations, cfg.steps) == (256, 128, 4, 2000)
     assert cfg.degradation.preserve_size and cfg.degradation.order_probs == [0.25, 0.5, 0.25]
