@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from biqabench.backbones import Backbone, create_backbone
 from biqabench.config import override
+from biqabench.feature_norm import StageStandardizer
 from biqabench.optimizers import check_optimizer
 from biqabench.plugins import registry
 
@@ -42,6 +43,8 @@ class TrainRecipe:
     freeze_backbone: bool = False  # linear probe: the backbone is not trained
     cache_features: bool = False   # with freeze_backbone: backbone features of fixed crops computed once
                                    # per image and reused by every split and epoch (biqabench.features)
+    standardize_features: bool = False  # with cache_features: each channel of the frozen features is
+                                   # standardised with the training split's mean/std (biqabench.feature_norm)
     resize: int = 0              # resize the short side to this before cropping (0: as is)
     hflip: bool = True           # random horizontal flips of training patches
     vflip: bool = False          # random vertical flips of training patches (TReS's reference code)
@@ -76,6 +79,9 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     if recipe.cache_features and not recipe.freeze_backbone:
         raise BiqaError(f"{where}: cache_features needs freeze_backbone: true (a backbone that trains "
                         "changes its features every step)")
+    if recipe.standardize_features and not recipe.cache_features:
+        raise BiqaError(f"{where}: standardize_features needs cache_features: true (the statistics are "
+                        "those of the training split's cached features)")
     check_optimizer(recipe.optimizer, where)
     top = recipe.lr * max(1.0, recipe.head_lr_mult)
     if top > torch.finfo(torch.float32).max:  # the optimiser could not even apply it
@@ -103,6 +109,10 @@ class IQAHead(nn.Module):
     """Base class: holds ``self.backbone`` and ``self.recipe``; subclasses implement
     ``forward(x) -> (B,)``, one score per patch (the runner averages a test image's patches)."""
 
+    #: Whether the head applies :attr:`feature_norm` where it reads the backbone's features (a head
+    #: that does sets this, so a recipe with ``standardize_features`` may be used with it).
+    standardizes_features = False
+
     def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
         super().__init__()
         self.backbone = backbone
@@ -110,6 +120,18 @@ class IQAHead(nn.Module):
         self.frozen_backbone = False  # set by create_head for a linear probe
         if self.uses_base_loss():
             check_base_loss(self.recipe.loss, type(self).__name__)
+        self.feature_norm: StageStandardizer | None = None
+        if self.recipe.standardize_features:
+            self.feature_norm = StageStandardizer(self.feature_channels())
+
+    def feature_channels(self) -> list[int]:
+        """Channels of each tensor ``cache_features`` returns (what :attr:`feature_norm` standardises):
+        by default the backbone's stages."""
+        return list(self.backbone.channels)
+
+    def standardize(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``feats`` through :attr:`feature_norm` (recipe ``standardize_features``), else unchanged."""
+        return feats if self.feature_norm is None else self.feature_norm(feats)
 
     @classmethod
     def uses_base_loss(cls) -> bool:
@@ -290,6 +312,11 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
     head.recipe = recipe
     if head.uses_base_loss():
         check_base_loss(recipe.loss, name)
+    if recipe.standardize_features and not head.standardizes_features:
+        from biqabench.errors import BiqaError
+
+        raise BiqaError(f"head {name!r} does not standardise its backbone features; remove standardize_features "
+                        "from the recipe (heads that do: see docs/heads.md)")
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)

@@ -27,7 +27,7 @@ from biqabench.backbones import create_backbone
 from biqabench.config import load_yaml, override
 from biqabench.data.patches import test_crop_seed
 from biqabench.device import Runtime, get_runtime
-from biqabench.engine import default_workers, predict_images, train_head
+from biqabench.engine import default_workers, load_trained_state, predict_images, train_head
 from biqabench.errors import BiqaError
 from biqabench.eval_config import EvalConfig, load_eval_config
 from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
@@ -94,12 +94,17 @@ def dataset_cache(table, recipe: TrainRecipe, workers: int):
     return ImageCache(resize=effective_resize(table, recipe), folder=default_cache_folder() if workers > 0 else None)
 
 
-def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None) -> IQAHead:
-    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation).
+def build_model(cfg: EvalConfig, spec: HeadSpec, recipe: TrainRecipe, weights: ResolvedWeights | None,
+                backbone=None) -> IQAHead:
+    """A fresh head around a fresh backbone carrying ``weights`` (None: random initialisation), or
+    around ``backbone`` (a frozen one already built: it never changes, so splits share it instead of
+    each initialising and loading a ResNet-50 again, ~1 s a split on a CPU).
 
     A frozen backbone is initialised from the run seed, not the split's, so that every split
     holds the same one and cached features (``recipe.cache_features``) serve them all; the head
     still starts from the split's random stream."""
+    if backbone is not None:
+        return create_head(spec.name, backbone, recipe=recipe)
     if recipe.freeze_backbone:
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
@@ -165,6 +170,7 @@ class _Plan:
     scorer: Any = None  # _Scorer: from cached features for a frozen backbone, else the model on crops
     splits_source: str = ""  # plan_splits: own files (resume), a run id (--splits-from), official, seeds
     nondeterministic_ops: list = field(default_factory=list)  # filled while training under --deterministic
+    frozen_backbone: Any = None  # a frozen backbone, built once and shared by every split's head
 
     def as_norm(self, pred):
         """A head trained on native MOS (TReS) scores on the *training* set's scale: normalise it."""
@@ -296,7 +302,7 @@ def _run_splits(plan: _Plan, folder: RunFolder, progress: bool) -> None:
 @distributed.rank_zero_only
 def _test_split(plan: _Plan, folder: RunFolder, k: int, split, model: IQAHead, result, progress: bool) -> None:
     """Split ``k``'s best weights scored on its test part and the cross-dataset sets, then written."""
-    model.load_state_dict(result.best_state)
+    load_trained_state(model, result.best_state)
     preds, rows = _score_split(plan, k, split, model, progress)
     _write_split(plan, folder, k, model, result, preds, rows)
 
@@ -310,10 +316,14 @@ def _train_split(plan: _Plan, k: int, split, folder: RunFolder, progress: bool):
     cache = plan.caches[plan.train_name]
     seed = int(split.seed)
     torch.manual_seed(seed)
-    model = build_model(cfg, plan.spec, recipe, plan.weights)
+    model = build_model(cfg, plan.spec, recipe, plan.weights, backbone=plan.frozen_backbone)
+    if recipe.freeze_backbone:
+        plan.frozen_backbone = model.backbone
     scorer = plan.scorer
     if scorer.store is not None:  # frozen backbone: its features of fixed crops, computed once
         train_ds = scorer.store.train_set(model, table, split.train, cache, recipe, seed=cfg.seed)
+        if model.feature_norm is not None:  # recipe standardize_features: this split's training statistics
+            model.feature_norm.fit(train_ds.feats)
     else:
         train_ds = PatchDataset(table, split.train, recipe.patch_size, recipe.train_patches, train=True, seed=seed,
                                 cache=cache, hflip=recipe.hflip, vflip=recipe.vflip, as_uint8=True,

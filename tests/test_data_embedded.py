@@ -38,10 +38,10 @@ def test_demo_set_builds_from_a_clean_cache(tmp_path, monkeypatch):
     table = load_dataset("demo-a")
     assert (fresh / "embedded" / embedded.VERSION / "demo-a" / "labels.csv").is_file()
     assert table.fingerprint() == shared.fingerprint()  # deterministic build
-    assert len(table) == 10 * (1 + 4 * 4)
+    assert len(table) == len(demo.CONTENTS["demo-a"]) * (1 + 4 * 4)
     assert table.scale == (0.0, 100.0) and table.higher_better
     assert table.mos.min() >= 0 and table.mos.max() == 100.0
-    assert len(set(table.content)) == 10
+    assert sorted(set(table.content)) == sorted(demo.SET_PHOTOS["demo-a"])  # a content is a photo
     with Image.open(table.paths[0]) as im:
         assert im.size == (demo.SIZE, demo.SIZE)
     assert table.options["embedded_version"] == embedded.VERSION
@@ -70,7 +70,7 @@ def test_pseudo_mos_is_one_number_per_level_on_every_content():
 def test_pseudo_mos_comes_from_ssim_on_the_calibration_contents():
     table = demo.pseudo_mos_table()
     photo = embedded.load_photo(demo.CALIBRATION[0][0])
-    ref = photo.crop((0, 0, demo.SIZE, demo.SIZE))
+    ref = demo._crop(photo, *demo.CALIBRATION[0][1:])
     mild = demo.ssim(ref, demo.distort(ref, "blur", demo.DISTORTIONS["blur"][0], np.random.default_rng(0)))
     strong = demo.ssim(ref, demo.distort(ref, "blur", demo.DISTORTIONS["blur"][-1], np.random.default_rng(0)))
     assert mild > strong  # SSIM itself falls with the level on one content
@@ -81,6 +81,7 @@ def test_pretraining_demo_a_and_demo_b_use_disjoint_photos():
     a, b = load_dataset("demo-a"), load_dataset("demo-b")
     photos_a = {p for p, _, _ in demo.CONTENTS["demo-a"]}
     photos_b = {p for p, _, _ in demo.CONTENTS["demo-b"]}
+    assert photos_a == set(demo.SET_PHOTOS["demo-a"]) and photos_b == set(demo.SET_PHOTOS["demo-b"])
     pretrain = set(embedded.PRETRAIN_PHOTOS)
     assert not photos_a & photos_b and not pretrain & (photos_a | photos_b)
     assert {p for p, _, _ in demo.CALIBRATION} <= pretrain  # labels never depend on a labelled image
@@ -89,7 +90,38 @@ def test_pretraining_demo_a_and_demo_b_use_disjoint_photos():
 
 
 def test_demo_splits_are_content_aware():
+    """Crops of one photo may overlap a little, so a split keeps a whole photo on one side."""
     table = load_dataset("demo-a")
+    per_photo = {p: sum(1 for q, _, _ in demo.CONTENTS["demo-a"] if q == p) * 17 for p in demo.SET_PHOTOS["demo-a"]}
     for split in make_splits(table, n=3):
         assert not content_overlap(table, split)
-        assert len(split.test) == 2 * 17
+        tested = set(table.content[split.test])
+        assert len(tested) == 1 and len(split.test) == per_photo[tested.pop()]
+
+
+def test_every_content_is_one_on_which_the_levels_mean_their_labels():
+    """The rule behind CONTENTS: each crop is within FAITHFUL_WITHIN, and crops of a photo overlap
+    by at most MAX_OVERLAP of their area."""
+    for name, windows in demo.CONTENTS.items():
+        photos = {p: embedded.load_photo(p) for p in demo.SET_PHOTOS[name]}
+        for photo, left, top in windows:
+            assert demo.faithfulness(demo._crop(photos[photo], left, top)) <= demo.FAITHFUL_WITHIN, (photo, left, top)
+        for i, (p1, l1, t1) in enumerate(windows):
+            for p2, l2, t2 in windows[i + 1:]:
+                if p1 == p2:
+                    shared = max(0, demo.SIZE - abs(l1 - l2)) * max(0, demo.SIZE - abs(t1 - t2))
+                    assert shared <= demo.MAX_OVERLAP * demo.SIZE ** 2
+
+
+def test_contents_that_hide_a_distortion_are_not_faithful():
+    """Why the pretraining photos include the moon, a sky and grass: graded blur leaves a flat crop
+    nearly untouched and grass masks noise, so their labels would not mean what they say."""
+    assert demo.faithfulness(demo._crop(embedded.load_photo("moon"), 64, 64)) > 2 * demo.FAITHFUL_WITHIN
+    assert demo.faithfulness(demo._crop(embedded.load_photo("rocket"), 64, 0)) > 2 * demo.FAITHFUL_WITHIN
+    assert demo.faithfulness(demo._crop(embedded.load_photo("grass"), 64, 64)) > demo.FAITHFUL_WITHIN
+
+
+@pytest.mark.slow
+def test_the_selection_rule_still_picks_the_listed_contents():
+    for name, photos in demo.SET_PHOTOS.items():
+        assert [w for p in photos for w in demo.select_contents(p)] == demo.CONTENTS[name]

@@ -118,6 +118,24 @@ def test_cpu_yaml_is_the_default_config():
 def test_paper_yaml_loads_and_differs():
     cfg = load_config(REPO / "configs" / "qpt_pretrain_paper.yaml")
     assert cfg.queue_size > QPTConfig().queue_size and cfg.batch_size > QPTConfig().batch_size
+    assert cfg.optim.optimizer == "sgd" and QPTConfig().optim.optimizer == "lars"  # MoCo v2's / the CPU default
+
+
+def test_the_optimiser_is_built_from_the_config(tmp_path):
+    from timm.optim import Lars
+
+    from biqabench.device import get_runtime
+    from biqabench_plugins.qpt.pretrainer import QPTTrainer
+
+    small = dict(batch_size=2, crop_size=32, patch_size=16, queue_size=8)
+    for name, cls in (("lars", Lars), ("sgd", torch.optim.SGD)):
+        cfg = load_config(values={**small, "optim": {"optimizer": name, "lr": 0.5}})
+        trainer = QPTTrainer.build("tiny", cfg, get_runtime("cpu", "fp32"), total_steps=2)
+        assert type(trainer.optimizer) is cls and trainer.optimizer.defaults["lr"] == 0.5
+    f = tmp_path / "bad.yaml"
+    f.write_text("optim:\n  optimizer: adagrad\n")
+    with pytest.raises(BiqaError, match=r"bad\.yaml: optim: optimizer 'adagrad' is not one of"):
+        load_config(f)
 
 
 def test_config_errors_name_the_key(tmp_path):

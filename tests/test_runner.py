@@ -81,9 +81,11 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(finished_run, tmp_p
 
     def interrupting(*args, **kw):
         if kw["desc"].startswith("split 2"):  # stop split 2 in its second epoch
+            per_epoch = len(args[1]) // TINY["batch_size"]  # full batches (the last partial one is dropped)
+
             def stop():
                 batches["n"] += 1
-                return batches["n"] > 7  # ~5 batches an epoch
+                return batches["n"] > per_epoch + 2
             kw["stop_flag"] = stop
         return real(*args, **kw)
 

@@ -1,4 +1,5 @@
-"""The embedded photos: scikit-image's bundled sample photographs, read offline and cached.
+"""The embedded photos: the sample photographs bundled with scikit-image (and one with
+matplotlib), read offline and cached.
 
 Why it exists: ``biqabench eval``, ``probe`` and ``pretrain`` must run on a fresh install with no
 network and no data from the user.  scikit-image ships a handful of real photographs inside its
@@ -28,7 +29,7 @@ from biqabench.paths import cache_root
 
 #: Bump when the photos, or the demo sets' crops, distortions or labels, change: a new version
 #: builds a new folder.
-VERSION = "2"
+VERSION = "3"
 SHORT_SIDE = 256    # every photo is first scaled so its short side is this (a crop holds a real scene part)
 
 #: Natural photographs bundled in the scikit-image wheel (file name in ``skimage/data``).
@@ -53,27 +54,43 @@ PHOTOS: dict[str, str] = {
     "cell": "cell.png",
 }
 
-#: The pretraining photos: QPT's default unlabelled data and the pseudo-MOS calibration pool.
-#: No labelled set uses them.
-PRETRAIN_PHOTOS = ("motorcycle_left", "motorcycle_right", "hubble_deep_field", "cell")
+#: Photographs bundled with matplotlib (``matplotlib.cbook.get_sample_data``; matplotlib is a
+#: dependency): one more natural scene for the labelled sets.
+MPL_PHOTOS: dict[str, str] = {"grace_hopper": "grace_hopper.jpg"}
+
+#: The pretraining photos: QPT's default unlabelled data (:func:`pristine_dir`) and the pseudo-MOS
+#: calibration pool.  No labelled set uses them.  They include the photos on which graded
+#: distortions are not equally visible (flat sky, moon and retina hide blur; grass and gravel
+#: hide noise), which an unlabelled pretraining set can use and a labelled one cannot.
+PRETRAIN_PHOTOS = ("motorcycle_left", "motorcycle_right", "grass", "gravel", "moon", "retina", "cell", "rocket")
 
 #: The sets a run trains and tests on when it names none (``biqabench eval`` / ``probe`` out of the box).
 EMBEDDED_TRAIN, EMBEDDED_TEST = "demo-a", ("demo-b",)
 
 
-def _skimage_data_dir() -> Path:
+def _photo_path(name: str) -> Path:
+    if name in MPL_PHOTOS:
+        import matplotlib
+
+        return Path(matplotlib.get_data_path()) / "sample_data" / MPL_PHOTOS[name]
     import skimage.data  # a dependency: its sample photos ship with the wheel
 
-    return Path(skimage.data.__file__).parent
+    return Path(skimage.data.__file__).parent / PHOTOS[name]
+
+
+def photo_names() -> list[str]:
+    """Every embedded photo's name (scikit-image's and matplotlib's)."""
+    return [*PHOTOS, *MPL_PHOTOS]
 
 
 def load_photo(name: str, short_side: int | None = SHORT_SIDE) -> Image.Image:
-    """One bundled photo as an RGB PIL image (read from the wheel's files: nothing downloads),
-    scaled (Lanczos) so its short side is ``short_side`` (None: as stored)."""
-    path = _skimage_data_dir() / PHOTOS[name]
+    """One bundled photo as an RGB PIL image (read from the installed packages' files: nothing
+    downloads), scaled (Lanczos) so its short side is ``short_side`` (None: as stored)."""
+    path = _photo_path(name)
     if not path.is_file():
-        raise BiqaError(f"scikit-image sample photo {path.name} is missing from {path.parent}; "
-                        "reinstall scikit-image from its wheel (pip install --force-reinstall scikit-image)")
+        package = "matplotlib" if name in MPL_PHOTOS else "scikit-image"
+        raise BiqaError(f"sample photo {path.name} is missing from {path.parent}; reinstall {package} from its "
+                        f"wheel (pip install --force-reinstall {package})")
     with Image.open(path) as im:
         im = im.convert("RGB")
     if short_side:

@@ -78,6 +78,8 @@ def _pooled_linear(c_in: int, c_out: int) -> nn.Sequential:
 class HyperIQAHead(IQAHead):
     """Hyper network + content-adaptive target network on a multi-scale backbone."""
 
+    standardizes_features = True  # recipe standardize_features: the stage maps, at the top of ``score``
+
     def __init__(self, backbone: Backbone, recipe: TrainRecipe | None = None):
         recipe = recipe or TrainRecipe()
         super().__init__(backbone, recipe)  # the loss (l1, the paper's, or mse) is the base class's
@@ -153,7 +155,11 @@ class HyperIQAHead(IQAHead):
         return self.score(self.backbone(x))
 
     def score(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Scores (B,) from the backbone's four maps: the target network run with generated weights."""
+        """Scores (B,) from the backbone's four maps: the target network run with generated weights.
+
+        With ``standardize_features`` the maps are standardised per channel first; that commutes with
+        the average pooling of :meth:`cache_features`, so full and cached maps score alike."""
+        feats = self.standardize(list(feats))
         q = self.target_input(feats).unsqueeze(1)  # (B, 1, in): a row vector per image
         params = self.target_params(feats[-1])
         for i, (w, bias) in enumerate(params):

@@ -27,6 +27,8 @@ RECIPE = TrainRecipe(
 class LinearHead(IQAHead):
     """score = w . GAP(last stage) + b."""
 
+    standardizes_features = True  # recipe standardize_features: the pooled last stage, per channel
+
     def __init__(self, backbone, recipe: TrainRecipe | None = None):
         super().__init__(backbone, recipe or RECIPE)  # the loss (l1 | mse) is the base class's
         self.fc = nn.Linear(backbone.out_channels, 1)
@@ -38,8 +40,11 @@ class LinearHead(IQAHead):
         """Only the pooled last stage is read."""
         return [maps[-1].mean(dim=(2, 3))]
 
+    def feature_channels(self) -> list[int]:
+        return [self.backbone.out_channels]
+
     def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return self.fc(feats[-1]).reshape(-1)
+        return self.fc(self.standardize(list(feats))[-1]).reshape(-1)
 
 
 def build(backbone, recipe: TrainRecipe) -> LinearHead:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from biqabench.config import load_yaml, override
 from biqabench.errors import BiqaError
+from biqabench.optimizers import check_optimizer
 from biqabench.pretrain import PretrainRequest
 from biqabench_plugins.qpt.degradations import DegradationConfig, validate
 
@@ -26,11 +27,17 @@ DEGRADE_ON = ("auto", "workers", "device")
 
 @dataclass
 class OptimConfig:
-    """SGD with momentum, linear warm-up then cosine decay (MoCo v2's schedule)."""
+    """The query encoder's optimiser, linear warm-up then cosine decay (MoCo v2's schedule).
 
-    lr: float = 0.003
+    ``optimizer`` is a name of :data:`biqabench.optimizers.OPTIMIZERS`: ``sgd`` (MoCo v2 and the
+    paper) or ``lars`` (per-tensor trust ratio ``trust_coeff``; the CPU default, see docs/qpt.md).
+    """
+
+    optimizer: str = "lars"
+    lr: float = 1.0
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-6
+    trust_coeff: float = 0.001  # LARS only: a tensor moves by at most ~lr * trust_coeff of its norm per step
     warmup_steps: int = 5
     schedule: str = "cosine"  # cosine | constant
 
@@ -39,12 +46,12 @@ class OptimConfig:
 class QPTConfig:
     """Everything a QPT run needs. The defaults are the CPU demo (configs/qpt_pretrain_cpu.yaml)."""
 
-    steps: int = 40
+    steps: int = 200
     epochs: float = 0.0          # > 0: train this many passes over the data instead of `steps`
     batch_size: int = 16         # images per step per process
     crop_size: int = 128         # pristine crop that is degraded; patches are cut from it
-    patch_size: int = 64
-    negative_degradations: int = 4  # other degradations d2, d3... per image (paper: one, d2)
+    patch_size: int = 32
+    negative_degradations: int = 2  # other degradations d2, d3... per image (paper: one, d2)
     patches_per_negative: int = 1   # patches cut from each d_k(x): the degradation-based negatives
     embed_dim: int = 128
     hidden_dim: int = 0          # projector width; 0: the backbone's output channels
@@ -86,6 +93,9 @@ def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
         raise BiqaError(f"{where}: optim.schedule must be cosine or constant, got {cfg.optim.schedule!r}")
     if cfg.optim.lr <= 0:
         raise BiqaError(f"{where}: optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.optim.trust_coeff <= 0:
+        raise BiqaError(f"{where}: optim.trust_coeff must be > 0, got {cfg.optim.trust_coeff}")
+    cfg.optim.optimizer = check_optimizer(cfg.optim.optimizer, f"{where}: optim")
     validate(cfg.degradation, f"{where}: degradation")
     return cfg
 

@@ -35,6 +35,7 @@ from biqabench.device import Runtime, choose_threads, get_runtime, threads
 from biqabench.divergence import NanGuard, check_policy
 from biqabench.errors import BiqaError
 from biqabench.interrupt import Interrupted, StopFlag  # noqa: F401 - Interrupted is part of this API
+from biqabench.optimizers import build_optimizer
 from biqabench.paths import results_root
 from biqabench.plots import loss_curve
 from biqabench.pretrain import PretrainRequest
@@ -79,8 +80,7 @@ class QPTTrainer:
         self.total_steps = total_steps
         self.seed, self.rank, self.world = seed, rank, world
         params = [p for p in model.encoder_q.parameters() if p.requires_grad]
-        self.optimizer = runtime.optimizer(torch.optim.SGD, params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                           weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(runtime, params, cfg.optim)  # optim.optimizer: sgd | lars | ...
         self.scaler = runtime.grad_scaler()
         self.forward = runtime.compiled(model)  # --compile: the same parameters, a compiled step
         self.guard = NanGuard(where="QPT", hint="lower optim.lr or use --precision fp32")
