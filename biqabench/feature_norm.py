@@ -4,11 +4,9 @@ Why: a head trained on a *frozen* backbone sees its stage maps at whatever scale
 produces them, and those scales differ by orders of magnitude between channels, stages and
 weights.  A randomly initialised ResNet-50 never measured its BatchNorm statistics (they are 0
 and 1, so in eval mode every BatchNorm passes its input through), and its deeper channels come
-out hundreds of times larger than its first stage's.  HyperIQA's head, initialised for inputs of
-unit scale, then saturates its sigmoids and barely learns: on the embedded demo its test SRCC
-stayed near 0 where a ridge on the same features reached 0.19; with the features standardised
-it reached 0.37 (docs/heads.md).  Fine-tuned backbones do not need this (their BatchNorm layers
-normalise in train mode).
+out far larger than its first stage's.  HyperIQA's head, initialised for inputs of unit scale,
+then saturates its sigmoids and barely learns (docs/heads.md gives the figures on the embedded
+demo).  Fine-tuned backbones do not need this: their BatchNorm layers normalise in train mode.
 
 What it is: a fixed affine map per channel, ``(x - mean) / std``, with mean and std of each
 channel over the training split's cached features (every crop and every position of the map),
