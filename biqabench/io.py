@@ -37,7 +37,10 @@ class _HeldSignals:
     removed, so a Ctrl-C that lands between ``mkstemp`` and the ``try`` that cleans up, or at the
     top of that ``finally``, cannot leave a ``*.tmp`` behind.  A held signal is delivered the
     moment it is released, inside the ``try``, where the cleanup sees it.  No-op off the main
-    thread and where the OS has no signal masks."""
+    thread and where the OS has no signal masks.  The mask is the main thread's: a process-wide
+    signal that the kernel hands to another thread (torch's, a loader's) still trips the main
+    thread's handler at once, so with other threads running this narrows the window rather than
+    closes it; interrupt handlers sweep the run folder (:func:`remove_temporaries`)."""
 
     SIGNALS = {signal.SIGINT, signal.SIGTERM}
 

@@ -110,12 +110,15 @@ def test_ctrl_c_right_after_the_temporary_is_made_leaves_nothing(tmp_path, monke
     delivered inside it: the KeyboardInterrupt still happens, the temporary does not outlive it."""
     import signal
     import tempfile
+    import threading
 
     real = tempfile.mkstemp
 
     def mkstemp_then_ctrl_c(*a, **kw):
         made = real(*a, **kw)
-        os.kill(os.getpid(), signal.SIGINT)  # default handler: KeyboardInterrupt at the next check
+        # to this thread: a process-wide kill may land on another thread (torch's, xdist's), whose
+        # mask is not held; that case is the run folder sweep's (io.remove_temporaries)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         return made
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_ctrl_c)
