@@ -317,6 +317,8 @@ def create_head(name: str, backbone: Backbone | str = "resnet50", weights: str =
 
         raise BiqaError(f"head {name!r} does not standardise its backbone features; remove standardize_features "
                         "from the recipe (heads that do: see docs/heads.md)")
+    if recipe.standardize_features and head.feature_norm is None:  # a plugin built it on another recipe
+        head.feature_norm = StageStandardizer(head.feature_channels())
     if recipe.freeze_backbone:
         for p in backbone.parameters():
             p.requires_grad_(False)
