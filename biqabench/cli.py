@@ -129,7 +129,7 @@ def pretrain(
     epochs: Optional[int] = typer.Option(None, help="Stop after this many passes over --data."),
     batch_size: Optional[int] = typer.Option(None, help="Images per step (default: the config's)."),
     patch_size: Optional[int] = typer.Option(None, help="Patch side in pixels (default: the config's)."),
-    config: Optional[Path] = typer.Option(None, help="YAML overriding the strategy's defaults, e.g. configs/qpt_pretrain_paper.yaml."),
+    config: Optional[str] = typer.Option(None, help="YAML overriding the strategy's defaults (e.g. configs/qpt_pretrain_paper.yaml), or a preset it ships: cpu | paper."),
     resume: bool = typer.Option(PretrainRequest.resume, help="Continue the interrupted run from its last checkpoint."),
     device: str = typer.Option(PretrainRequest.device, help="auto | cpu | cuda | cuda:N | mps."),
     precision: str = typer.Option(PretrainRequest.precision, help="auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)."),
@@ -145,7 +145,7 @@ def pretrain(
 
     registry("backbones").get(backbone)  # fail fast on a typo
     rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
-                       patch_size=patch_size, config=str(config) if config else None, resume=resume,
+                       patch_size=patch_size, config=config or None, resume=resume,
                        device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
                        progress=not no_progress, nan_policy=nan_policy, compile=compile)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")

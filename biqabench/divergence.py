@@ -74,6 +74,17 @@ class NanGuard:
                  if self.policy == "skip" else "")
         raise BiqaError(f"{self.where}: loss became {value} at {position}{again}; {self.hint}{kept}")
 
+    def backward_step(self, loss: torch.Tensor, scaler, optimizer, position: str, kept: str | None) -> bool:
+        """The step both training loops take after their autocast forward: NaN guard -> zero the
+        gradients -> scaled backward -> optimiser step (counting grad-scaler skips).  False: the
+        batch was skipped (``skip`` policy); raises under ``stop`` (see :meth:`skip`)."""
+        if self.skip(loss, position, kept):
+            return False
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        self.step(scaler, optimizer)
+        return True
+
     def step(self, scaler, optimizer) -> None:
         """``scaler.step`` + ``scaler.update``, counting the steps the grad scaler skipped."""
         before = scaler.get_scale() if scaler.is_enabled() else None

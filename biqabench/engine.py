@@ -193,11 +193,9 @@ class _Training:
             x, mos = _to_device(x, runtime), mos.to(runtime.device)  # uint8 patches: normalised on the device
             with runtime.autocast():
                 loss = objective(x, mos)
-            if self.guard.skip(loss, f"epoch {epoch + 1}, step {batch + 1}", kept):
+            if not self.guard.backward_step(loss, self.scaler, self.optimizer, f"epoch {epoch + 1}, step {batch + 1}",
+                                            kept):
                 continue
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.guard.step(self.scaler, self.optimizer)
             losses.append(loss.item())
             seen += mos.shape[0]
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}",

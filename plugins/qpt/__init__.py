@@ -2,7 +2,8 @@
 
 Registers the ``qpt`` pretrainer (``biqabench pretrain qpt``) and the ``biqabench qpt`` command
 group (``biqabench qpt preview``).  Heavy modules (torch, the training loop) are imported only
-when a command runs, so loading the plugin keeps the CLI fast.
+when a command runs (the spec names its Pretrainer class as a string), so loading the plugin keeps
+the CLI fast.  The training loop is the core's (biqabench.training.pretraining).
 """
 
 from __future__ import annotations
@@ -13,18 +14,12 @@ REFERENCE = ("K. Zhao, K. Yuan, M. Sun, M. Li, X. Wen. Quality-aware Pre-trained
              "Quality Assessment. CVPR 2023")
 
 
-def _run(request):
-    from biqabench_plugins.qpt.pretrainer import run_qpt
-
-    return run_qpt(request)
-
-
 @hookimpl
 def register_pretrainers(register):
     from biqabench.pretrain import PretrainerSpec
 
     register(PretrainerSpec(
-        name="qpt", run=_run, reference=REFERENCE,
+        name="qpt", method="biqabench_plugins.qpt.pretrainer:QPT", reference=REFERENCE,
         description="MoCo + QC-Loss over a Real-ESRGAN-style degradation space (shuffle, high-order, skip)",
     ))
 

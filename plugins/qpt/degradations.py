@@ -17,8 +17,9 @@ it needs (noise) comes from the ``torch.Generator`` passed in.  Nothing touches 
 a seed fixes everything, and a recipe printed in a log can be replayed.
 
 Every continuous parameter is sampled on a grid ``[low, high, step]``: that keeps the space
-*discrete* and countable (:func:`space_size`), the way the paper counts its ~2x10^7
-degradations, and makes recipes short to print.
+*discrete* and countable (:func:`space_size`; the paper reports ~2x10^7 degradations without a
+breakdown, so our count follows a convention of ours: :func:`space_figures`), and makes recipes
+short to print.
 
 Sizes follow Real-ESRGAN by default: a resize takes the image to ``scale`` x the input size and
 it *stays* there through the noise, JPEG (and, shuffled, blur) that follow, so noise is added at
@@ -41,6 +42,7 @@ recipe types in :mod:`recipes`; both are re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Sequence
@@ -157,8 +159,9 @@ class FinalConfig:
 class DegradationConfig:
     """The whole space. ``stage1`` is the first pass, ``stage2`` every later pass (orders 2, 3...).
 
-    Default: orders 1-2 with shuffle and skip (3.6 x 10^7 recipes at the kinds level, the paper's
-    order of magnitude); ``order_probs: [p1, p2, p3]`` adds a third pass.
+    Default: orders 1-2 with shuffle and skip (~4.3 x 10^7 recipes at the kinds level under our
+    counting convention, :func:`space_figures`; the paper's order of magnitude); ``order_probs:
+    [p1, p2, p3]`` adds a third pass.
     """
 
     stage1: StageConfig = field(default_factory=StageConfig)
@@ -424,12 +427,12 @@ def _blur_variants(c: BlurConfig, level: str) -> int:
     return total
 
 
-def _resize_variants(c: ResizeConfig, level: str, preserve: bool) -> int:
+def _resize_variants(c: ResizeConfig, level: str, preserve: bool, modes_are_kinds: bool = True) -> int:
     g = _grid(c.scale)
     dirs = [(c.probs[0], g[g > 1]), (c.probs[1], g[g < 1])]
     nm = len(c.modes)
     if level == "types":
-        return sum(nm for p, v in dirs if p > 0 and len(v))
+        return sum(nm if modes_are_kinds else 1 for p, v in dirs if p > 0 and len(v))
     return sum(len(v) * nm * (nm if preserve else 1) for p, v in dirs if p > 0)
 
 
@@ -463,13 +466,14 @@ def _subset_count(items: list[tuple[int, bool]], shuffle: bool) -> int:
     return total
 
 
-def _stage_count(cfg: DegradationConfig, st: StageConfig, level: str) -> int:
+def _stage_count(cfg: DegradationConfig, st: StageConfig, level: str, modes_are_kinds: bool = True) -> int:
     skip = cfg.skip_prob > 0
     items: list[tuple[int, bool]] = []
     if st.blur.prob > 0:
         items.append((_blur_variants(st.blur, level), st.blur.prob < 1 or skip))
     if st.resize.probs[0] > 0 or st.resize.probs[1] > 0:
-        items.append((_resize_variants(st.resize, level, cfg.preserve_size), st.resize.probs[2] > 0 or skip))
+        items.append((_resize_variants(st.resize, level, cfg.preserve_size, modes_are_kinds),
+                      st.resize.probs[2] > 0 or skip))
     if st.noise.prob > 0:
         items.append((_noise_variants(st.noise, level), st.noise.prob < 1 or skip))
     if st.jpeg.prob > 0:
@@ -504,7 +508,7 @@ def _final_count(cfg: DegradationConfig, level: str) -> int:
     return total
 
 
-def space_size(cfg: DegradationConfig | None = None, level: str = "params") -> int:
+def space_size(cfg: DegradationConfig | None = None, level: str = "params", modes_are_kinds: bool = True) -> int:
     """How many distinct recipes :func:`sample_recipe` can produce under ``cfg``.
 
     ``level="params"`` counts every grid value of every parameter (kernel size and shape, sigma,
@@ -514,15 +518,45 @@ def space_size(cfg: DegradationConfig | None = None, level: str = "params") -> i
 
     A recipe is the ordered list of ops together with the pass each op belongs to; two recipes
     can occasionally compute the same function (e.g. an anisotropic kernel with equal sigmas),
-    so this is an upper bound on distinct degradation *functions*.
+    so this is an upper bound on distinct degradation *functions*.  ``modes_are_kinds=False``
+    counts a stage resize's interpolation mode as a parameter, not a kind (a sensitivity of our
+    convention, :func:`space_figures`).
     """
     cfg = cfg or DegradationConfig()
     if level not in ("params", "types"):
         raise BiqaError(f"space_size: level must be 'params' or 'types', got {level!r}")
-    s1 = _stage_count(cfg, cfg.stage1, level)
-    s2 = _stage_count(cfg, cfg.stage2, level)
+    s1 = _stage_count(cfg, cfg.stage1, level, modes_are_kinds)
+    s2 = _stage_count(cfg, cfg.stage2, level, modes_are_kinds)
     chains = sum(s1 * s2 ** (n - 1) for n, p in enumerate(cfg.order_probs, start=1) if p > 0)
     return chains * _final_count(cfg, level)
+
+
+#: How the "degradation kinds" figure is counted: a convention of ours (the QPT paper gives ~2x10^7
+#: without a breakdown).  Reported next to the figure in every weights manifest and docs/qpt.md.
+KINDS_CONVENTION = ("our convention: operator kinds (blur kernel family or sinc, resize direction x interpolation "
+                    "mode, Gaussian/Poisson x colour/grey noise, JPEG) chained in order, with shuffle, skip and "
+                    "the final [resize back + sinc]/JPEG order; the interpolation mode of a stage resize counts "
+                    "as a kind, that of the final resize back does not")
+
+
+def space_figures(cfg: DegradationConfig | None = None) -> dict:
+    """The degradation space's size, computed in this one place for manifests and docs.
+
+    ``degradation_space_size``: kinds under :data:`KINDS_CONVENTION`; ``..._params``: every grid
+    value; and the sensitivity of the kinds figure to the convention: stage resize modes merged
+    into one kind (``..._modes_merged``), and the same space without skip (``..._no_skip``).
+    """
+    cfg = cfg or DegradationConfig()
+    no_skip = dataclasses.replace(cfg, skip_prob=0.0)
+    fmt = lambda n: f"{float(n):.3e}"  # noqa: E731
+    return {
+        "degradation_space_size": fmt(space_size(cfg, "types")),
+        "degradation_space_level": "kinds",
+        "degradation_space_convention": KINDS_CONVENTION,
+        "degradation_space_modes_merged": fmt(space_size(cfg, "types", modes_are_kinds=False)),
+        "degradation_space_no_skip": fmt(space_size(no_skip, "types")),
+        "degradation_space_params": fmt(space_size(cfg, "params")),
+    }
 
 
 def sample_recipes(cfg: DegradationConfig, rng: np.random.Generator, n: int) -> list[Recipe]:

@@ -4,17 +4,11 @@ Why MoCo: QC-Loss needs many negatives (other contents, other degradations); a q
 from earlier batches supplies them without a huge batch, and the slowly moving key encoder
 keeps those queued keys consistent with each other (He et al., CVPR 2020; v2 adds the MLP).
 
-Everything runs on CPU as well as CUDA, in one process or under DDP:
-
-* under DDP, keys are gathered from every process (``all_gather``) before they are enqueued,
-  so all queues stay identical;
-* BatchNorm "cheating" is prevented with **shuffle-BN** (MoCo's choice): the key batch is
-  permuted before the key encoder and un-permuted after, so a query and its positive key are
-  never normalised with the same batch statistics.  Under DDP the permutation is global
-  (keys move to other processes, as in MoCo); in one process the shuffled key batch runs in
-  ``key_bn_splits`` sub-batches, each with its own statistics.  We chose shuffle-BN over
-  SyncBN because it costs no extra synchronisation in the backward pass and is what the
-  MoCo v1/v2 recipe QPT builds on uses.
+The building blocks (queue, momentum update, shuffle-BN, projector) are the core's
+(:mod:`biqabench.training.contrastive`, shared with the ``moco`` and ``arniqa`` pretrainers) and
+re-exported here; :class:`QPTModel` puts them together around QC-Loss.  We chose shuffle-BN over
+SyncBN because it costs no extra synchronisation in the backward pass and is what the MoCo v1/v2
+recipe QPT builds on uses.
 """
 
 from __future__ import annotations
@@ -22,111 +16,12 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from biqabench import distributed
 from biqabench.backbones import Backbone
+from biqabench.training.contrastive import (Encoder, KeyQueue, Projector, concat_all_gather,  # noqa: F401
+                                            momentum_update, shuffled_forward)
 from biqabench_plugins.qpt.loss import qc_logits
-
-
-@torch.no_grad()
-def concat_all_gather(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` from every process along dim 0 (no gradient); identity in one process."""
-    if not distributed.active():
-        return t
-    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, t.contiguous())
-    return torch.cat(out, dim=0)
-
-
-class Projector(nn.Sequential):
-    """MoCo v2's head: Linear -> ReLU -> Linear, on the pooled backbone features.
-
-    ``batch_norm=True`` adds BatchNorm after each Linear (MoCo v3 / SimCLR style): it removes the
-    common direction that all embeddings of a freshly initialised network share, which makes
-    short runs learn much sooner.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
-        if batch_norm:
-            super().__init__(nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
-                             nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=False),
-                             nn.BatchNorm1d(out_dim, affine=False))
-        else:
-            super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
-
-
-class Encoder(nn.Module):
-    """Backbone + projector: image patches (B, 3, P, P) -> embeddings (B, D)."""
-
-    def __init__(self, backbone: Backbone, projector: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.projector = projector
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone.pooled(x))
-
-
-@torch.no_grad()
-def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
-    """target <- m * target + (1 - m) * online, parameter by parameter (buffers are left alone)."""
-    t_params = [p for p in target.parameters()]
-    o_params = [p.detach() for p in online.parameters()]
-    torch._foreach_mul_(t_params, m)
-    torch._foreach_add_(t_params, o_params, alpha=1.0 - m)
-
-
-class KeyQueue(nn.Module):
-    """A ring buffer of K keys (K, D) with a write pointer; starts with random unit vectors (as MoCo)."""
-
-    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
-        super().__init__()
-        keys = torch.randn(size, dim, generator=generator)
-        self.register_buffer("keys", nn.functional.normalize(keys, dim=1))
-        self.register_buffer("ptr", torch.zeros(1, dtype=torch.long))
-
-    @property
-    def size(self) -> int:
-        return self.keys.shape[0]
-
-    @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
-        """Write ``keys`` (gathered from all processes first) at the pointer, wrapping around."""
-        keys = concat_all_gather(keys.detach().to(self.keys.dtype))
-        k = self.size
-        if k == 0:
-            return
-        if keys.shape[0] >= k:
-            keys = keys[-k:]
-        n = keys.shape[0]
-        ptr = int(self.ptr.item())
-        first = min(n, k - ptr)
-        self.keys[ptr:ptr + first] = keys[:first]
-        if n > first:
-            self.keys[:n - first] = keys[first:]
-        self.ptr[0] = (ptr + n) % k
-
-
-@torch.no_grad()
-def shuffled_forward(encoder: nn.Module, x: torch.Tensor, generator: torch.Generator | None = None,
-                     splits: int = 1) -> torch.Tensor:
-    """``encoder(x)`` computed on a shuffled batch (shuffle-BN), returned in the original order."""
-    if distributed.active():
-        world, rank = dist.get_world_size(), dist.get_rank()
-        x_all = concat_all_gather(x)
-        perm = torch.randperm(x_all.shape[0], generator=generator).to(x.device)
-        dist.broadcast(perm, src=0)  # every process must use rank 0's permutation
-        mine = perm.view(world, -1)[rank]
-        y_all = concat_all_gather(encoder(x_all[mine]).float())  # y_all[j] = f(x_all[perm[j]])
-        inverse = torch.argsort(perm)
-        return y_all[inverse.view(world, -1)[rank]]
-    n = x.shape[0]
-    perm = torch.randperm(n, generator=generator).to(x.device)
-    splits = max(1, min(splits, n))
-    y = torch.cat([encoder(chunk).float() for chunk in x[perm].chunk(splits)], dim=0)
-    return y[torch.argsort(perm)]
 
 
 class QPTModel(nn.Module):
