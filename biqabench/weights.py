@@ -284,10 +284,27 @@ class ResolvedWeights:
         return LoadReport(self.source, len(mapped), dropped)
 
     def describe(self) -> dict:
-        """What a manifest records about the weights."""
+        """What a manifest records about the weights (``weights_note``: what a reader must know to
+        compare them, shown in summary.md)."""
         return {"weights": self.spec, "weights_source": self.source, "weights_sha256": self.sha256,
                 "weights_file": str(Path(self.file).resolve()) if self.file else None,
-                "weights_pretraining_run": pretraining_run(self.file) if self.file else None}
+                "weights_pretraining_run": pretraining_run(self.file) if self.file else None,
+                "weights_note": weights_note(self.label if self.state is not None else "random")}
+
+
+#: What a summary says about weights that are easy to misread as a baseline.
+WEIGHTS_NOTES = {
+    "random": ("random initialisation: in eval mode every BatchNorm is the identity (running mean 0, variance 1), "
+               "which no trained network has; --weights bnstats (the same initialisation with BatchNorm statistics "
+               "measured on photos) is the fair 'no learning' baseline"),
+    "bnstats": ("no learning: random initialisation with BatchNorm statistics measured on the pretraining photos "
+                "(the null pretrainer, the fair baseline for frozen features)"),
+}
+
+
+def weights_note(label: str) -> str | None:
+    """The note a summary shows next to weights named ``label`` (None: nothing to say)."""
+    return WEIGHTS_NOTES.get(label)
 
 
 def pretraining_run(file: str | os.PathLike | None) -> str | None:

@@ -74,7 +74,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, fmt: str | None = Non
     return io.write_text(path, text if text.endswith("\n") else text + "\n")
 
 
-_META_FIELDS = ("kind", "head", "weights", "backbone", "protocol", "train", "test",
+_META_FIELDS = ("kind", "head", "weights", "weights_note", "backbone", "protocol", "train", "test",
                 "splits", "seeds", "splits_from", "test_frac", "val_frac", "model_selection", "plcc_fit", "input_size",
                 "training_target", "weights_file", "weights_sha256", "deterministic", "device", "precision",
                 "wall_seconds", "created", "finished", "git_commit")
