@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from biqabench.errors import BiqaError
 from biqabench.plugins import registry
+from biqabench.training.pretrain_data import Views, random_patches, step_generators  # noqa: F401 - the API
 from biqabench.training.pretrain_method import OptimConfig, PretrainConfig, Pretrainer  # noqa: F401 - the API
 from biqabench.weights import WeightsRecord, WeightsStore
 

@@ -45,3 +45,40 @@ def test_broken_plugin_shows_as_broken_while_commands_still_work(tmp_path):
     assert "BROKEN" in line and "bad plugin" in line and "broken-dist" in line
     r = _run(cli + ["backbones", "list"], env)
     assert r.returncode == 0 and "resnet50" in r.stdout
+
+
+PRETRAINER = REPO / "examples" / "biqabench-example-pretrainer"
+
+
+def test_pip_installed_example_pretrainer_pretrains_and_probes(tmp_path):
+    """The third-party rotation pretrainer, installed with pip, runs on the core loop end to end:
+    pretrain (then resume a finished run), then probe its weights."""
+    source = (PRETRAINER / "biqabench_rotation" / "__init__.py").read_text()
+    assert len(source.splitlines()) <= 80
+    target = tmp_path / "site"
+    env = dict(os.environ, BIQABENCH_WEIGHTS=str(tmp_path / "weights"), BIQABENCH_RESULTS=str(tmp_path / "results"),
+               BIQABENCH_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    r = _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+              "--no-index", "--target", str(target), str(PRETRAINER)], env)
+    assert r.returncode == 0, r.stderr
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    cli = [sys.executable, "-m", "biqabench"]
+    assert "rotation" in _run(cli + ["pretrainers", "list"], env).stdout
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("crop_size: 32\nworkers: 0\ncheckpoint_every: 2\n")
+    pretrain = cli + ["pretrain", "rotation", "--backbone", "tiny", "--steps", "4", "--batch-size", "4",
+                      "--patch-size", "16", "--config", str(cfg), "--device", "cpu", "--precision", "fp32",
+                      "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    r = _run(pretrain, env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "saved rotation weights for tiny" in r.stdout
+    r = _run(pretrain + ["--resume"], env)  # already finished: publishes again, trains nothing
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run(cli + ["probe", "--weights", "rotation", "--backbone", "tiny", "--splits", "2", "--size", "64",
+                    "--device", "cpu", "--run-dir", str(tmp_path / "probe"), "--no-progress"], env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    manifest = json.loads((tmp_path / "probe" / "manifest.json").read_text())
+    assert manifest["weights"] == "rotation" and manifest["status"] == "finished"
+    assert "rotation" in manifest["weights_source"]
