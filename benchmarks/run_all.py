@@ -60,6 +60,17 @@ def qpt(quick: bool):
             bench_qpt.measure_pipeline("resnet50", 16, steps=4 if quick else 8, workers=2)]
 
 
+def pretrainers(quick: bool):
+    import bench_pretrainers
+
+    steps = 2 if quick else 3
+    rows = []
+    for name in bench_pretrainers.NAMES:
+        rows += [bench_pretrainers.measure_step(name, "resnet50", 16, steps),
+                 bench_pretrainers.measure_pipeline(name, "resnet50", 16, steps=4 if quick else 8, workers=2)]
+    return rows
+
+
 def compile_step(quick: bool):
     import bench_qpt
 
@@ -123,7 +134,7 @@ def roofline(quick: bool):
 OPT_IN = ("compile",)
 
 BENCHMARKS: dict[str, Callable] = {
-    "scoring": scoring, "finetune": finetune, "qpt": qpt, "compile": compile_step, "degradations": degradations,
+    "scoring": scoring, "finetune": finetune, "qpt": qpt, "pretrainers": pretrainers, "compile": compile_step, "degradations": degradations,
     "data": data,
     "memory": memory, "roofline": roofline,
 }

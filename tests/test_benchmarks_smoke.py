@@ -67,6 +67,16 @@ def test_finetune_step_both_sides_compute_the_same_loss():
     assert r.extra["loss_ours"] == pytest.approx(r.extra["loss_ref"], rel=0.05)
 
 
+def test_pretrainer_steps_and_pipelines_on_tiny_backbone():
+    import bench_pretrainers
+
+    for name in bench_pretrainers.NAMES:
+        step = bench_pretrainers.measure_step(name, "tiny", batch=4, steps=1, progress=False)
+        assert step.ours > 0 and step.reference > 0 and step.name.startswith(bench_pretrainers.ROWS[name])
+        pipe = bench_pretrainers.measure_pipeline(name, "tiny", batch=4, steps=2, workers=0, progress=False)
+        assert 0 <= pipe.extra["share"] <= 1
+
+
 def test_qpt_step_and_pipeline_on_tiny_backbone():
     import bench_qpt
 
