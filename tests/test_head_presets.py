@@ -90,7 +90,7 @@ def test_wheel_builds_without_packaging_warnings_and_ships_presets_and_licenses(
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    for plugin in (*HEADS, "moco", "arniqa", "bnstats"):  # heads' and pretrainers' presets
+    for plugin in (*HEADS, "qpt", "moco", "arniqa", "bnstats"):  # heads' and pretrainers' presets
         assert {f"biqabench_plugins/{plugin}/presets/cpu.yaml", f"biqabench_plugins/{plugin}/presets/paper.yaml"} <= names
     assert "biqabench/training/pretraining.py" in names
     assert {n.rsplit("/", 1)[-1] for n in names if "/licenses/" in n} == {"LICENSE", "NOTICE"}

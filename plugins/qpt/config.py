@@ -1,7 +1,8 @@
 """QPT's settings: the run's config (model, data, schedule, degradation space) and its checks.
 
-The defaults are the CPU demo (``configs/qpt_pretrain_cpu.yaml``); ``configs/qpt_pretrain_paper.yaml``
-holds the paper's.  The settings every pretrainer has (steps, batch, crops, workers, optimiser)
+The defaults are the CPU demo (``presets/cpu.yaml``, linked as ``configs/qpt_pretrain_cpu.yaml``);
+``presets/paper.yaml`` holds the paper's and ``presets/photos.yaml`` the CPU recipe for real photos
+(``--config paper``, ``--config photos``).  The settings every pretrainer has (steps, batch, crops, workers, optimiser)
 are the core's :class:`~biqabench.training.pretrain_method.PretrainConfig`; command-line options
 (``PretrainRequest`` fields) are mapped onto the config once, by the core's table
 :data:`~biqabench.training.pretrain_method.FROM_REQUEST`.
@@ -64,8 +65,12 @@ def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
 
 
 def load_config(path: str | os.PathLike | None = None, values: dict | None = None) -> QPTConfig:
-    """Defaults (= configs/qpt_pretrain_cpu.yaml), then a YAML file, then ``values``; validated."""
-    return _load(QPTConfig, path, values, validate=validate_config, title="QPT")
+    """Defaults (= presets/cpu.yaml), then a YAML file or a preset name (cpu, paper, photos), then
+    ``values``; validated."""
+    from biqabench.heads import presets_in
+
+    presets = presets_in("biqabench_plugins.qpt")
+    return _load(QPTConfig, path, values, validate=validate_config, title="QPT", presets=presets)
 
 
 def config_for_request(request) -> QPTConfig:

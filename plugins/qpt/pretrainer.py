@@ -35,6 +35,7 @@ class QPT(Pretrainer):
     title = "QPT"
     loss_name = "QC-Loss"
     config_type = QPTConfig
+    presets_package = "biqabench_plugins.qpt"  # presets/cpu.yaml (= the defaults), paper.yaml, photos.yaml
     resumable_changes = RESUMABLE_CHANGES
     shown = ("acc",)
 
