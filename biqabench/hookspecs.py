@@ -53,7 +53,9 @@ def register_pretrainers(register):
     """Add pretraining strategies: ``register(spec)`` with a :class:`biqabench.pretrain.PretrainerSpec`.
 
     A pretrainer turns unlabelled images plus a backbone into backbone weights, saved in the
-    weights store under the pretrainer's name (``--weights NAME`` then finds them).
+    weights store under the pretrainer's name (``--weights NAME`` then finds them).  The spec names
+    a :class:`biqabench.pretrain.Pretrainer` subclass (``method=``) that the core pretraining loop
+    runs (docs/pretraining.md), or gives a whole loop of its own (``run=``).
     """
 
 
