@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 from tabulate import tabulate
 
+from biqabench import cli_launch
 from biqabench.errors import BiqaError
 from biqabench.plugins import get_harness, registry
 from biqabench.pretrain import PretrainRequest  # the pretrain options' defaults are its fields
@@ -139,15 +140,38 @@ def pretrain(
     nan_policy: str = typer.Option(PretrainRequest.nan_policy, help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     compile: bool = typer.Option(PretrainRequest.compile, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
+    launcher: str = cli_launch.LAUNCHER,
+    nodes: int = typer.Option(1, "--nodes", help="--launcher slurm: nodes of the job (one torch.distributed group across them)."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="--launcher slurm: GPUs per node, one task (process) each (default 1 unless --device cpu)."),
+    tasks_per_node: Optional[int] = typer.Option(None, "--tasks-per-node", help="--launcher slurm: processes per node (default: one per GPU; CPU-only jobs: 1)."),
+    wait: bool = cli_launch.WAIT,
+    partition: Optional[str] = cli_launch.PARTITION,
+    account: Optional[str] = cli_launch.ACCOUNT,
+    qos: Optional[str] = cli_launch.QOS,
+    time: Optional[str] = cli_launch.TIME,
+    cpus: Optional[int] = cli_launch.CPUS,
+    mem: Optional[float] = cli_launch.MEM,
+    slurm_option: Optional[list[str]] = cli_launch.SLURM_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="--launcher slurm: print what would be submitted; submit nothing."),
 ) -> None:
-    """Pretrain a backbone and save its weights in the store (then: --weights NAME)."""
+    """Pretrain a backbone and save its weights in the store (then: --weights NAME).
+
+    With --launcher slurm it runs as one SLURM job of --nodes x --gpus-per-node processes (DDP,
+    rank 0 writes), which checkpoints and requeues itself near its time limit (docs/cluster.md)."""
     from biqabench.pretrain import pretrain as run_pretrain
 
     registry("backbones").get(backbone)  # fail fast on a typo
-    rec = run_pretrain(name, backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
-                       patch_size=patch_size, config=str(config) if config else None, resume=resume,
-                       device=device, precision=precision, seed=seed, workers=workers, run_dir=run_dir,
-                       progress=not no_progress, nan_policy=nan_policy, compile=compile)
+    options = dict(backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
+                   patch_size=patch_size, config=str(config) if config else None, resume=resume,
+                   device=device, precision=precision, seed=seed, workers=workers, nan_policy=nan_policy,
+                   compile=compile)
+    if launcher != "local":
+        slurm = cli_launch.slurm_options(nodes=nodes, gpus=gpus_per_node, tasks_per_node=tasks_per_node,
+                                         partition=partition, account=account, qos=qos, time=time, cpus=cpus,
+                                         mem=mem, slurm_option=slurm_option)
+        cli_launch.pretrain_on_slurm(name, options, run_dir, slurm, launcher=launcher, wait=wait, dry_run=dry_run)
+        return
+    rec = run_pretrain(name, **options, run_dir=run_dir, progress=not no_progress)
     typer.echo(f"saved {rec.name} weights for {rec.backbone}: {rec.file}")
 
 

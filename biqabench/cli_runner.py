@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from biqabench import cli_launch
 from biqabench.data.embedded import EMBEDDED_TEST, EMBEDDED_TRAIN
 from biqabench.eval_config import EvalConfig, ProbeConfig
 
@@ -114,27 +115,58 @@ def probe_command(
 
 def benchmark_command(
     matrix: Path = typer.Argument(..., help="Matrix YAML (heads x weights x datasets), e.g. configs/cpu_demo.yaml."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and their status; run nothing."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Run this many jobs in parallel processes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the jobs and their status (and, with --launcher slurm, what would be submitted); run nothing."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Run this many jobs in parallel local processes, each pinned to its own GPU when the cells run on CUDA (default: one per GPU then, else 1)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    launcher: str = cli_launch.LAUNCHER,
+    wait: bool = cli_launch.WAIT,
+    partition: Optional[str] = cli_launch.PARTITION,
+    account: Optional[str] = cli_launch.ACCOUNT,
+    qos: Optional[str] = cli_launch.QOS,
+    time: Optional[str] = cli_launch.TIME,
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="--launcher slurm: GPUs per job (default 1 when the cells use CUDA: device auto or cuda)."),
+    cpus: Optional[int] = cli_launch.CPUS,
+    mem: Optional[float] = cli_launch.MEM,
+    slurm_option: Optional[list[str]] = cli_launch.SLURM_OPTION,
 ) -> None:
-    """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table."""
-    from tabulate import tabulate
+    """Run a benchmark matrix (resumable: finished jobs are skipped) and write the paper-style table.
 
-    from biqabench.matrix import load_matrix, plan, run_matrix
+    Cells run here (--jobs N processes, one GPU each), or as SLURM jobs with --launcher slurm
+    (resources from these flags or the matrix's launcher: block; docs/cluster.md)."""
+    from biqabench.matrix import load_matrix, matrix_folder, plan, run_matrix
 
     m = load_matrix(matrix)
-    planned = plan(m)
+    m.launcher = cli_launch.slurm_options(m.launcher, partition=partition, account=account, qos=qos, time=time,
+                                          gpus=gpus, cpus=cpus, mem=mem, slurm_option=slurm_option)
     if dry_run:
-        rows = [{"job": j.key, "head": j.config.head, "weights": j.config.weights,
-                 "train": j.config.datasets()[0], "test": ",".join(j.config.datasets()[1]),
-                 "status": j.status()} for j in planned]
-        typer.echo(tabulate(rows, headers="keys", tablefmt="github"))
-        typer.echo(f"{len(planned)} jobs, {sum(j.status() != 'finished' for j in planned)} to run")
+        _benchmark_dry_run(m, plan(m), launcher, jobs)
         return
-    run_matrix(m, jobs=jobs, progress=not no_progress, echo=typer.echo)
-    folder = planned[0].folder.parent
+    run_matrix(m, jobs=jobs, progress=not no_progress, echo=typer.echo, launcher=launcher, wait=wait)
+    folder = matrix_folder(m)
     typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
+
+
+def _benchmark_dry_run(m, planned: list, launcher: str, jobs: Optional[int]) -> None:
+    from tabulate import tabulate
+
+    from biqabench.matrix import matrix_folder
+    from biqabench.runtime.launch import cells_on_cuda, default_jobs, uses_gpu, visible_gpus
+
+    rows = [{"job": j.key, "head": j.config.head, "weights": j.config.weights,
+             "train": j.config.datasets()[0], "test": ",".join(j.config.datasets()[1]),
+             "status": j.status()} for j in planned]
+    typer.echo(tabulate(rows, headers="keys", tablefmt="github"))
+    todo = sum(j.status() != "finished" for j in planned)
+    typer.echo(f"{len(planned)} jobs, {todo} to run")
+    if launcher == "slurm":
+        from biqabench.runtime.slurm import dry_run_text
+
+        typer.echo(dry_run_text(m.launcher, f"biqabench-{m.name}", uses_gpu(m.base.device),
+                                matrix_folder(m) / "slurm", todo))
+    else:
+        n = default_jobs(m.base.device) if jobs is None else jobs
+        gpus = visible_gpus() if cells_on_cuda(m.base.device) and n > 1 else []
+        typer.echo(f"local: {n} process(es)" + (f", each on its own GPU of {','.join(gpus)}" if gpus else ""))
 
 
 def register(app: typer.Typer) -> None:

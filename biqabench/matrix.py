@@ -2,8 +2,9 @@
 
 A matrix YAML names the heads, the weights to swap into them, the datasets and the protocol.
 Each (head, weights, train) cell becomes an eval run in ``results/benchmarks/<name>/<job>/``;
-finished cells are skipped on a re-run, interrupted ones resume, and ``--jobs N`` runs cells in
-parallel processes.  The result is laid out like the QPT paper's main table (datasets as
+finished cells are skipped on a re-run, interrupted ones resume, ``--jobs N`` runs cells in
+parallel processes (one GPU each when they run on CUDA) and ``--launcher slurm`` submits them as
+SLURM jobs (:mod:`biqabench.runtime.slurm`; resources from the flags or a ``launcher:`` block).  The result is laid out like the QPT paper's main table (datasets as
 columns, SRCC/PLCC, one row per head+weights) plus the per-head gain from swapping weights.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import os
 import subprocess
 import sys
@@ -28,6 +30,9 @@ from biqabench.errors import BiqaError
 from biqabench.paths import results_root
 from biqabench.results.folder import RunFolder
 from biqabench.eval_config import EvalConfig, check_eval_config
+from biqabench.runtime.jobs import eval_argv
+from biqabench.runtime.launch import (LAUNCHERS, GpuSlots, SlurmOptions, cells_on_cuda, default_jobs, uses_gpu,
+                                      visible_gpus)
 from biqabench.weights import weights_label
 
 
@@ -49,6 +54,7 @@ class Matrix:
     train: list[str] = field(default_factory=list)   # each is trained on in turn ("" list: the embedded demo)
     baseline: str = ""                               # weights the gain is measured against ("" = first)
     base: EvalConfig = field(default_factory=EvalConfig)  # the rest of every job (test: cross-dataset sets)
+    launcher: SlurmOptions = field(default_factory=SlurmOptions)  # each job's SLURM resources (--launcher slurm)
 
 
 @dataclass
@@ -107,7 +113,7 @@ def validate_names(m: Matrix, where: str) -> None:
 
 
 def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
-    root = (root or results_root() / "benchmarks") / matrix.name
+    root = matrix_folder(matrix, root)
     trains = matrix.train or [""]
     jobs = []
     for head in matrix.heads:
@@ -121,24 +127,56 @@ def plan(matrix: Matrix, root: Path | None = None) -> list[Job]:
     return jobs
 
 
-def _run_job_subprocess(job: Job) -> tuple[str, int, str]:
+def matrix_folder(matrix: Matrix, root: Path | None = None) -> Path:
+    return (root or results_root() / "benchmarks") / matrix.name
+
+
+def prepare_cell(job: Job) -> Path:
+    """The cell's folder and its config file (``<matrix>/<job>.yaml``), which its eval runs."""
     job.folder.mkdir(parents=True, exist_ok=True)
     cfg_file = job.folder.parent / f"{job.key}.yaml"
     io.write_text(cfg_file, yaml.safe_dump(dataclasses.asdict(job.config), sort_keys=False))
-    cmd = [sys.executable, "-m", "biqabench", "eval"]
-    cmd += ["--resume", str(job.folder)] if job.status() in ("running", "interrupted") else \
-        ["--config", str(cfg_file), "--run-dir", str(job.folder)]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    proc = subprocess.run(cmd + ["--no-progress"], capture_output=True, text=True, env=env)
+    return cfg_file
+
+
+def cell_command(job: Job) -> list[str]:
+    """The cell's ``biqabench eval`` command line (``--resume`` when it was interrupted)."""
+    return eval_argv(job.folder, job.folder.parent / f"{job.key}.yaml")
+
+
+def _run_job_subprocess(job: Job, slots: GpuSlots) -> tuple[str, int, str]:
+    prepare_cell(job)
+    cmd = cell_command(job)
+    with slots.take() as placed:  # its own GPU (CUDA_VISIBLE_DEVICES) when the cells run on CUDA
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **placed)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return job.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
 
 
-def run_matrix(matrix: Matrix, *, jobs: int = 1, root: Path | None = None, progress: bool = True,
-               echo=print) -> pd.DataFrame:
-    """Run every pending cell (in ``jobs`` parallel processes) and write the tables."""
+def run_matrix(matrix: Matrix, *, jobs: int | None = None, root: Path | None = None, progress: bool = True,
+               echo=print, launcher: str = "local", slurm: SlurmOptions | None = None,
+               wait: bool = True) -> pd.DataFrame:
+    """Run every pending cell and write the tables: in this process (``jobs`` 1), in ``jobs``
+    local processes (default: one per GPU when the cells run on CUDA, each pinned to its GPU), or
+    as SLURM jobs (``launcher="slurm"``, resources ``slurm`` or the matrix's ``launcher:`` block;
+    ``wait=False`` returns once they are submitted: call again to gather)."""
+    if launcher not in LAUNCHERS:
+        raise BiqaError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    todo = [j for j in plan(matrix, root) if j.status() != "finished"]
+    if launcher == "slurm":
+        failures = _run_on_slurm(matrix, todo, root, slurm or matrix.launcher, wait, echo)
+    else:
+        failures = _run_local(matrix, todo, default_jobs(matrix.base.device) if jobs is None else jobs,
+                              progress, echo)
+    table = write_tables(matrix, root)
+    if failures:
+        raise BiqaError(f"{len(failures)} job(s) failed (re-run to resume): " + "; ".join(failures))
+    return table
+
+
+def _run_local(matrix: Matrix, todo: list[Job], jobs: int, progress: bool, echo) -> list[str]:
     from biqabench.runner import evaluate
 
-    todo = [j for j in plan(matrix, root) if j.status() != "finished"]
     failures = []
     if jobs <= 1:
         for job in todo:
@@ -147,16 +185,40 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, root: Path | None = None, progr
                 evaluate(resume=job.folder, progress=progress)
             else:
                 evaluate(job.config, run_dir=job.folder, progress=progress)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            for key, rc, last in pool.map(_run_job_subprocess, todo):
-                echo(f"[{key}] {'done' if rc == 0 else 'FAILED: ' + last}")
-                if rc != 0:
-                    failures.append(f"{key}: {last}")
-    table = write_tables(matrix, root)
-    if failures:
-        raise BiqaError(f"{len(failures)} job(s) failed (re-run to resume): " + "; ".join(failures))
-    return table
+        return failures
+    slots = GpuSlots(visible_gpus() if cells_on_cuda(matrix.base.device) else [], jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for key, rc, last in pool.map(functools.partial(_run_job_subprocess, slots=slots), todo):
+            echo(f"[{key}] {'done' if rc == 0 else 'FAILED: ' + last}")
+            if rc != 0:
+                failures.append(f"{key}: {last}")
+    return failures
+
+
+def _run_on_slurm(matrix: Matrix, todo: list[Job], root: Path | None, options: SlurmOptions, wait: bool,
+                  echo) -> list[str]:
+    """Submit the cells not already in flight (one job array), then wait and gather, or return."""
+    from biqabench.runtime import slurm
+
+    folder = matrix_folder(matrix, root) / "slurm"
+    states = slurm.queue_states()
+    flying = slurm.in_flight([j.key for j in todo], folder, states)
+    fresh = [j for j in todo if j.key not in flying]
+    ledger, commands = slurm.read_ledger(folder), {}
+    for job in fresh:
+        if job.key in ledger:  # its job ended without finishing it: resubmitted, the cell resumes
+            echo(f"[{job.key}] resubmitting (job {ledger[job.key]} ended: {slurm.log_tail(folder, ledger[job.key])})")
+        # eval_argv itself, not cell_command: the job's own process then imports neither torch nor pandas
+        commands[job.key] = functools.partial(eval_argv, job.folder, prepare_cell(job))
+    ids = slurm.submit(commands, folder, options, f"biqabench-{matrix.name}", uses_gpu(matrix.base.device))
+    for key, jid in ids.items():
+        echo(f"[{key}] submitted: SLURM job {jid}")
+    jobs = {**flying, **ids}
+    if not wait:
+        echo(f"{len(jobs)} job(s) on SLURM (logs in {folder}); run the same command again to gather the tables")
+        return []
+    by_key = {j.key: j for j in todo}
+    return slurm.gather(jobs, lambda key: by_key[key].status() == "finished", folder, echo)
 
 
 def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
@@ -186,7 +248,7 @@ def paired_gain_text(df: pd.DataFrame, baseline: str) -> str:
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     from biqabench.results import paper_table, render, weight_gain
 
-    folder = (root or results_root() / "benchmarks") / matrix.name
+    folder = matrix_folder(matrix, root)
     df = collect(matrix, root)
     if df.empty:
         return df

@@ -35,6 +35,7 @@ from biqabench.metrics import metrics_rows
 from biqabench.protocol import dataset_options, effective_resize, plan_splits, protocol_fields
 from biqabench.provenance import determinism, run_weights
 from biqabench.results.folder import RunFolder
+from biqabench.runtime.launch import placement
 from biqabench.targets import to_normalised, training_targets
 from biqabench.weights import ResolvedWeights
 
@@ -218,7 +219,7 @@ def _manifest(plan: _Plan, split_records: list | None) -> dict:
         "datasets": {t.name: {"fingerprint": t.fingerprint(), "images": len(t), "options": t.options,
                               "root": str(t.root), "scale": list(t.scale), "higher_better": t.higher_better}
                      for t in [plan.train_table, *plan.test_tables.values()]},
-        "world_size": distributed.world_size(),
+        "world_size": distributed.world_size(), "launcher": placement(),  # local GPU, SLURM job and restarts
         **protocol_fields(cfg, plan.recipe, plan.splits, plan.splits_source, split_records, tables),
         "deterministic": cfg.deterministic, "nondeterministic_ops": plan.nondeterministic_ops,
         "status": "running", "error": None,  # a resumed run clears the error of a failed attempt
