@@ -180,26 +180,36 @@ time.sleep(60)
 
 
 def test_checkpoint_stops_the_child_and_hands_back_a_fresh_task(tmp_path):
-    """submitit's protocol without SLURM: ``checkpoint()`` (what submitit calls on SIGUSR2 before
-    a time limit) stops the child through its SIGTERM path and returns the task to requeue."""
+    """submitit's protocol without SLURM: on SIGUSR2 submitit's handler (in the main thread, while
+    the task waits for its child) calls ``checkpoint()``, which stops the child through its SIGTERM
+    path, at once, and returns the task to requeue."""
+    import os
+    import signal
+
     from submitit.helpers import DelayedSubmission
 
     marker, started = tmp_path / "ckpt", tmp_path / "started"
     task = jobs.ChildTask("cell", lambda: [sys.executable, "-c", STOPPABLE, str(marker), str(started)])
     out = {}
 
-    def later():
+    def signal_when_started():
         deadline = time.time() + 60
         while not started.exists() and time.time() < deadline:
             time.sleep(0.05)
-        out["delayed"] = task.checkpoint()
+        out["sent"] = time.time()
+        os.kill(os.getpid(), signal.SIGUSR2)
 
-    helper = threading.Thread(target=later)
-    helper.start()
-    with pytest.raises(SystemExit) as stopped:
-        task()
-    helper.join()
+    previous = signal.signal(signal.SIGUSR2, lambda *_: out.update(delayed=task.checkpoint(), back=time.time()))
+    helper = threading.Thread(target=signal_when_started)
+    try:
+        helper.start()
+        with pytest.raises(SystemExit) as stopped:
+            task()
+        helper.join()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
     assert stopped.value.code == 130 and marker.read_text() == "checkpoint written"
+    assert out["back"] - out["sent"] < 10  # not the 80 s give-up: the handler saw the child exit
     delayed = out["delayed"]
     assert isinstance(delayed, DelayedSubmission) and isinstance(delayed.function, jobs.ChildTask)
     assert delayed.function is not task and delayed.function._child is None

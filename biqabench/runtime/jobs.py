@@ -69,6 +69,7 @@ class ChildTask:
     def __init__(self, name: str, command: Callable[[], list[str]], distributed: bool = False):
         self.name, self.command, self.distributed = name, command, distributed
         self._child: subprocess.Popen | None = None
+        self._code: int | None = None  # the child's exit status, once reaped
         self._terminated = False
 
     def __getstate__(self) -> dict:  # what submitit pickles: never a live process
@@ -83,8 +84,7 @@ class ChildTask:
         print(f"[{self.name}] rank {env.get('RANK', '0')}: {shlex.join(argv)}", flush=True)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._child = subprocess.Popen(argv, env=env, preexec_fn=_ignore_user_signals)
-        code = self._child.wait()
+        code = self._run_child(argv, env)
         if self._terminated:  # requeue, pre-emption or scancel: the child kept its checkpoint
             print(f"[{self.name}] stopped by SLURM (exit {code}); a requeued job resumes", flush=True)
             _exit_now(143)
@@ -113,18 +113,33 @@ class ChildTask:
             env.update(distributed_environment())
         return env
 
+    def _run_child(self, argv: list[str], env: dict[str, str]) -> int:
+        """Start the child and wait for its exit status.  A thread reaps it and the main thread
+        only sleeps: submitit's signal handler (which calls :meth:`checkpoint`) runs in the main
+        thread, and a ``Popen.wait`` it interrupted would hold the lock the handler's wait needs."""
+        self._code = None
+        self._child = subprocess.Popen(argv, env=env, preexec_fn=_ignore_user_signals)
+        threading.Thread(target=self._reap, args=(self._child,), daemon=True).start()
+        while self._code is None:
+            time.sleep(0.2)
+        return self._code
+
+    def _reap(self, child: subprocess.Popen) -> None:
+        self._code = child.wait()
+
     def _on_sigterm(self, signum, frame) -> None:
         self._terminated = True
 
     def _stop_child(self) -> None:
         child = self._child
-        if child is None or child.poll() is not None:
+        if child is None or self._code is not None:
             return
         print(f"[{self.name}] time limit near: stopping the run at its next checkpoint", flush=True)
         child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        deadline = time.time() + STOP_TIMEOUT_S
+        while self._code is None and time.time() < deadline:
+            time.sleep(0.2)
+        if self._code is None:
             print(f"[{self.name}] the run did not stop within {STOP_TIMEOUT_S:.0f} s", flush=True)
 
     def _await_requeue(self) -> None:
