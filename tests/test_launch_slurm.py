@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY_RECIPE, invoke_cli
+from conftest import REPO, TINY_RECIPE, invoke_cli, run_cli
 
 pytestmark = pytest.mark.slurm
 
@@ -51,6 +51,20 @@ def _state(jid: str) -> str:
     return out.strip()
 
 
+def _release_after_requeue(jid: str, timeout: float = 180) -> None:
+    """Wait until job ``jid`` has left RUNNING (its requeue began) and let it start again at once:
+    SLURM holds a requeued job on a begin time (~2 min) otherwise."""
+    until, left = time.time() + timeout, False
+    while time.time() < until:
+        state = _state(jid)
+        if not state or (left and state == "RUNNING"):
+            return
+        left = left or state != "RUNNING"
+        if state == "PENDING":
+            subprocess.run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], capture_output=True)
+        time.sleep(0.3)
+
+
 def _split_done(cell, k=0) -> bool:
     return (cell / "splits" / str(k) / "metrics.csv").is_file()
 
@@ -70,11 +84,8 @@ def _interrupt_after_first_split(results, name) -> dict:
                 done[key] = time.time()
         time.sleep(0.3)
     assert len(done) == len(actions), f"cells never reached split 1: {sorted(set(actions) - set(done))}"
-    for key in done:  # a requeued job waits on a begin time; release it now
-        until = time.time() + 120
-        while time.time() < until and _state(ledger[key]) not in ("RUNNING", ""):
-            subprocess.run(["scontrol", "update", f"JobId={ledger[key]}", "StartTime=now"], capture_output=True)
-            time.sleep(0.5)
+    for key in done:
+        _release_after_requeue(ledger[key])
     return ledger
 
 
@@ -162,3 +173,50 @@ def test_a_failing_job_reports_its_logs_last_line(tmp_path, monkeypatch, capsys)
     reported = err.split("SLURM job", 1)[1]
     assert "koniq10k" in reported and "error:" in reported, err  # the child's own one-line error
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+
+
+# -- pretraining: one task per process, torch.distributed from submitit's environment ----------------
+def _pretrain(capsys, tmp_path, run_dir, *extra, wait=True):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    if not data.is_dir():
+        data.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(data / f"{i}.png")
+        (tmp_path / "tiny.yaml").write_text("crop_size: 32\nqueue_size: 64\nembed_dim: 8\nworkers: 0\n"
+                                            "negative_degradations: 1\ncheckpoint_every: 2\n")
+    args = ["pretrain", "qpt", "--backbone", "tiny", "--data", data, "--steps", "8", "--batch-size", "2",
+            "--patch-size", "16", "--config", tmp_path / "tiny.yaml", "--device", "cpu", "--precision", "fp32",
+            "--run-dir", run_dir, "--launcher", "slurm", "--tasks-per-node", "2", "--cpus", "1", "--mem", "1",
+            "--time", "20", "--wait" if wait else "--no-wait", *extra]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.slow  # two 2-process SLURM jobs, one interrupted: ~2 min on 2 cores
+def test_pretraining_on_slurm_is_ddp_and_resumes_exactly_after_a_time_limit_signal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BIQABENCH_SLURM_POLL", "1")
+    monkeypatch.setenv("BIQABENCH_WEIGHTS", str(tmp_path / "store"))
+    assert "saved qpt weights for tiny" in _pretrain(capsys, tmp_path, tmp_path / "straight")
+    straight = json.loads((tmp_path / "straight" / "run.json").read_text())
+    assert straight["world_size"] == 2 and straight["images_seen"] == 8 * 2 * 2  # one task per process
+
+    _pretrain(capsys, tmp_path, tmp_path / "stopped", wait=False)
+    jid = json.loads((tmp_path / "stopped" / "slurm" / "jobs.json").read_text())["qpt"]
+    deadline = time.time() + TIMEOUT
+    while not (tmp_path / "stopped" / "checkpoint.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", jid], check=True)  # submitit: checkpoint() in rank 0, requeue
+    _release_after_requeue(jid)
+    from biqabench.runtime.slurm import gather
+
+    assert gather({"qpt": jid}, lambda _: (tmp_path / "stopped" / "slurm" / jid / f"{jid}_0_result.pkl").is_file(),
+                  tmp_path / "stopped" / "slurm", echo=lambda *_: None, poll=1) == []
+    logs = "".join(p.read_text() for p in (tmp_path / "stopped" / "slurm" / jid).glob("*_log.*"))
+    assert "time limit near" in logs and "Requeued job" in logs and "--resume" in logs
+    losses = [json.loads((tmp_path / n / "losses.json").read_text())["losses"] for n in ("straight", "stopped")]
+    assert len(losses[1]) == 8 and losses[0] == losses[1]  # resumed exactly where it stopped

@@ -107,13 +107,13 @@ def alive(job_id: str, states: dict[str, str]) -> bool:
     return job_id in states and states[job_id] not in FINAL_STATES
 
 
-def log_tail(folder: Path, job_id: str) -> str:
+def log_tail(folder: Path, job_id: str, streams: tuple[str, ...] = ("err", "out")) -> str:
     """The last line of job ``job_id``'s log (task 0's stderr, else its stdout), without srun's
-    own ``task N: Exited with exit code`` report."""
-    for name in (f"{job_id}_0_log.err", f"{job_id}_0_log.out"):
-        path = Path(folder) / job_id / name
+    own ``task N: Exited with exit code`` report and submitit's bookkeeping."""
+    for stream in streams:
+        path = Path(folder) / job_id / f"{job_id}_0_log.{stream}"
         if path.is_file():
-            line = _last_line(path.read_text(errors="replace"), skip=("srun: ",))
+            line = _last_line(path.read_text(errors="replace"), skip=("srun: ", "submitit INFO"))
             if line:
                 return line
     return f"(no log in {Path(folder) / job_id})"
@@ -204,4 +204,5 @@ def submit_pretraining(name: str, options: dict, run_dir: Path, slurm: SlurmOpti
         failures = gather({name: jid}, lambda _: (folder / jid / f"{jid}_0_result.pkl").is_file(), folder, echo)
         if failures:
             raise BiqaError(f"pretraining failed: {failures[0]}")
+        echo(log_tail(folder, jid, streams=("out",)))  # "saved qpt weights for ...: <file>"
     return jid
