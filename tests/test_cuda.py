@@ -165,3 +165,27 @@ def test_ddp_step_with_nccl_at_world_size_1():
         assert dist.get_backend() == "nccl" and float(t) == 3.0 and torch.isfinite(loss)
     finally:
         dist.destroy_process_group()
+
+
+def test_a_matrix_pins_each_cell_to_a_gpu_of_this_machine(tmp_path, monkeypatch):
+    """Local GPU placement on real GPUs: --jobs defaults to the GPU count, every cell's process
+    sees exactly one GPU, and together they use every GPU (issue 25)."""
+    import yaml
+
+    from biqabench import matrix as matrix_mod
+
+    monkeypatch.delenv("BIQABENCH_GPUS", raising=False)
+    gpus = torch.cuda.device_count()
+    record = ("import json, os, sys, torch; json.dump({'visible': os.environ.get('CUDA_VISIBLE_DEVICES'), "
+              "'count': torch.cuda.device_count(), 'name': torch.cuda.get_device_name(0)}, open(sys.argv[1], 'w'))")
+    monkeypatch.setattr(matrix_mod, "cell_command", lambda job: [sys.executable, "-c", record, str(job.folder / "seen.json")])
+    path = tmp_path / "m.yaml"  # 9 cells: enough for every GPU of a 8-GPU machine
+    path.write_text(yaml.safe_dump(dict(name="gpus", heads=["linear", "hyperiqa", "tres"],
+                                        weights=["random", "imagenet", "qpt"], train=["demo-a"], test=[],
+                                        backbone="tiny", device="auto")))
+    m = matrix_mod.load_matrix(path)
+    assert matrix_mod.default_jobs(m.base.device) == gpus
+    matrix_mod.run_matrix(m, jobs=max(2, gpus), echo=lambda *_: None)
+    seen = [json.loads((j.folder / "seen.json").read_text()) for j in matrix_mod.plan(m)]
+    assert all(s["count"] == 1 for s in seen)  # one GPU each
+    assert {s["visible"] for s in seen} == {str(i) for i in range(min(gpus, len(seen)))}
