@@ -91,7 +91,7 @@ def write_ledger(folder: Path, ledger: dict[str, str]) -> None:
 def queue_states() -> dict[str, str]:
     """{job id: state} of this user's jobs that SLURM still lists (array tasks as ``<array>_<task>``)."""
     require_slurm()
-    proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"],
+    proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T"],
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise BiqaError(f"squeue failed: {_last_line(proc.stderr) or proc.returncode}")
@@ -143,8 +143,9 @@ def gather(jobs: dict[str, str], finished: Callable[[str], bool], folder: Path, 
                 ended_once.add(key)
                 continue
             else:
-                failures.append(f"{key}: SLURM job {jid} {states.get(jid, 'ended').lower()}: {log_tail(folder, jid)}")
-                echo(f"[{key}] FAILED: {failures[-1]}")
+                why = f"SLURM job {jid} {states.get(jid, 'ended').lower()}: {log_tail(folder, jid)}"
+                failures.append(f"{key}: {why}")
+                echo(f"[{key}] FAILED: {why}")
             del pending[key]
         if pending:
             time.sleep(poll)
