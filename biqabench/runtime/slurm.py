@@ -197,6 +197,10 @@ def submit_pretraining(name: str, options: dict, run_dir: Path, slurm: SlurmOpti
         echo(dry_run_text(slurm, job_name, on_gpu, folder, 1, tasks))
         echo(f"  {slurm.nodes * tasks} process(es) in one torch.distributed group; run folder {run_dir}")
         return None
+    running = in_flight([name], folder, queue_states())
+    if running:
+        raise BiqaError(f"SLURM job {running[name]} is already pretraining into {run_dir}; wait for it (squeue -j "
+                        f"{running[name]}) or cancel it (scancel {running[name]}) first")
     command = functools.partial(pretrain_argv, name, options, str(run_dir), bool(options.get("resume")))
     jid = submit({name: command}, folder, slurm, job_name, on_gpu, tasks=tasks, distributed=True)[name]
     echo(f"submitted SLURM job {jid}: {slurm.nodes} node(s) x {tasks} task(s); run folder {run_dir}; "
