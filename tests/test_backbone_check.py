@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from biqabench.backbone_check import BackboneProtocolError, check_backbone
-from biqabench.backbones import Backbone, TinyBackbone, create_backbone
-from biqabench.hookspecs import hookimpl
-from biqabench.plugins import get_harness
+from biqabench.components.backbone_check import BackboneProtocolError, check_backbone
+from biqabench.components.backbones import Backbone, TinyBackbone, create_backbone
+from biqabench.components.hookspecs import hookimpl
+from biqabench.components.plugins import get_harness
 
 
 class Configurable(Backbone):
@@ -114,7 +114,7 @@ class OddChannels(Backbone):
 
 @pytest.mark.parametrize("head", ["hyperiqa", "tres", "linear"])
 def test_every_head_adapts_to_odd_channel_counts(head):
-    from biqabench.heads import create_head
+    from biqabench.components.heads import create_head
 
     backbone = OddChannels()
     check_backbone(backbone)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from biqabench.backbones import create_backbone
+from biqabench.components.backbones import create_backbone
 
 
 @pytest.mark.parametrize("name,channels", [("resnet18", (64, 128, 256, 512)), ("resnet50", (256, 512, 1024, 2048)),

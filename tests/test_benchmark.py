@@ -7,11 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from biqabench.backbones import create_backbone
-from biqabench.matrix import load_matrix, plan, run_matrix
+from biqabench.components.backbones import create_backbone
+from biqabench.evaluation.benchmark import load_matrix, plan, run_matrix
 from biqabench.cli import app
-from biqabench.errors import BiqaError
-from biqabench.weights import WeightsStore
+from biqabench.base.errors import BiqaError
+from biqabench.components.weights import WeightsStore
 
 TINY = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
 

@@ -171,9 +171,9 @@ def test_scoring_folds_batchnorm_exactly_and_leaves_the_model_alone():
     into the convolutions gives the same scores in fp32, and the caller's model is untouched."""
     import copy
 
-    from biqabench.device import get_runtime
-    from biqabench.engine import fold_batchnorms, inference_model, predict_images
-    from biqabench.heads import create_head
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.engine import fold_batchnorms, inference_model, predict_images
+    from biqabench.components.heads import create_head
 
     torch.manual_seed(0)
     model = create_head("hyperiqa", "tiny", weights="random").eval()

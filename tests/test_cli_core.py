@@ -34,8 +34,8 @@ def test_backbones_list():
 
 
 def test_weights_list_shows_store_contents(tmp_path):
-    from biqabench.backbones import create_backbone
-    from biqabench.weights import WeightsStore
+    from biqabench.components.backbones import create_backbone
+    from biqabench.components.weights import WeightsStore
 
     WeightsStore(tmp_path).save(create_backbone("tiny").state_dict(), producer="qpt", backbone="tiny")
     out = runner.invoke(app, ["weights", "list", "--store", str(tmp_path)]).output

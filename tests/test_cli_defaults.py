@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from biqabench.cli import pretrain
-from biqabench.cli_runner import eval_command, probe_command
+from biqabench.cli.pretrain import pretrain_command as pretrain
+from biqabench.cli.evaluation import eval_command, probe_command
 from biqabench.data.embedded import EMBEDDED_TEST, EMBEDDED_TRAIN
-from biqabench.eval_config import EvalConfig, ProbeConfig
-from biqabench.pretrain import PretrainRequest
+from biqabench.evaluation.eval_config import EvalConfig, ProbeConfig
+from biqabench.components.pretrain import PretrainRequest
 
 QUOTED = re.compile(r"[Dd]efault:? (?:the embedded |with no --train: )?([\w.\-]+)")
 

@@ -161,3 +161,66 @@ def test_no_import_circles():
     circles = _circles(graph)
     assert graph and not circles, ("modules importing each other (move the shared name to the module that owns "
                                    f"it, below both): {circles}")
+
+
+# -- layers (docs/architecture.md): plugins see one namespace; subpackages import downward only -------
+#: The core's subpackages, lowest first.  A module may import its own subpackage and those before it.
+LAYERS = ("base", "runtime", "components", "data", "training", "results", "model", "evaluation", "cli")
+PLUGIN_API = "biqabench.plugin_api"
+
+
+def _core_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every biqabench module ``path`` imports (``from pkg import sub`` as
+    ``pkg.sub``), anywhere in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == "biqabench":
+                found += [(node.lineno, f"{node.module}.{a.name}" if _module_file(f"{node.module}.{a.name}")
+                           else node.module) for a in node.names]
+        else:
+            found += [(getattr(node, "lineno", 0), n) for n in _names_imported(node) if n.split(".")[0] == "biqabench"]
+    return found
+
+
+def test_plugins_import_the_core_only_through_the_plugin_api():
+    sources = [*(REPO / "plugins").rglob("*.py"), *(REPO / "examples").rglob("*.py")]
+    offenders = [f"{p.relative_to(REPO)}:{line} {name}" for p in sources for line, name in _core_imports(p)
+                 if name != PLUGIN_API]
+    assert sources and not offenders, f"plugins importing the core past {PLUGIN_API} (add the name there): {offenders}"
+
+
+def test_the_core_never_imports_the_plugin_api():
+    offenders = [f"{p.relative_to(REPO)}:{line}" for p in (REPO / "biqabench").rglob("*.py")
+                 if p.name != "plugin_api.py" for line, name in _core_imports(p) if name == PLUGIN_API]
+    assert not offenders, f"the plugin API is the plugins' face, not a layer: {offenders}"
+
+
+def _layer(dotted: str) -> int | None:
+    parts = dotted.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_core_module_lives_in_a_layer():
+    top = {p.name for p in (REPO / "biqabench").iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert top == {"__init__.py", "__main__.py", "plugin_api.py", *LAYERS}, sorted(top)
+
+
+def test_subpackages_import_downward_only():
+    """base < runtime < components < data < training < results < model < evaluation < cli: a module
+    imports its own subpackage and the ones below, never one above (nor the package's face, except
+    for ``__version__``)."""
+    offenders = []
+    for path in (REPO / "biqabench").rglob("*.py"):
+        rel = path.relative_to(REPO)
+        if len(rel.parts) < 3:  # the faces: __init__, __main__, plugin_api
+            continue
+        own = LAYERS.index(rel.parts[1])
+        tree = ast.parse(path.read_text())
+        version_only = {n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "biqabench"
+                        and [a.name for a in n.names] == ["__version__"]}
+        for line, name in _core_imports(path):
+            layer = _layer(name)
+            if (layer is None and line not in version_only and name != PLUGIN_API) or (layer or 0) > own:
+                offenders.append(f"{rel}:{line} {name}")
+    assert not offenders, f"imports against the layers (move the shared name down): {offenders}"

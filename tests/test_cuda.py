@@ -29,10 +29,10 @@ def _textured(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["hyperiqa", "tres", "linear"])
 def test_every_head_trains_and_scores_on_cuda(name):
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
-    from biqabench.engine import make_optimizer, predict_images
-    from biqabench.heads import create_head, head_spec
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.engine import make_optimizer, predict_images
+    from biqabench.components.heads import create_head, head_spec
 
     rt = get_runtime("cuda", "bf16")
     recipe = head_spec(name).recipe
@@ -78,7 +78,7 @@ def test_noise_on_cuda_has_the_cpu_distribution():
 
 
 def test_qpt_step_degrades_on_the_gpu(tmp_path):
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTConfig, QPTTrainer
 
     rt = get_runtime("cuda", "bf16")
@@ -103,8 +103,8 @@ def _folder(root):
 
 
 def test_qpt_run_on_cuda_with_workers(tmp_path):
-    from biqabench.pretrain import PretrainRequest
-    from biqabench.weights import WeightsStore
+    from biqabench.components.pretrain import PretrainRequest
+    from biqabench.components.weights import WeightsStore
     from biqabench_plugins.qpt.pretrainer import run_qpt
 
     cfg = tmp_path / "c.yaml"
@@ -140,9 +140,9 @@ def test_ddp_step_with_nccl_at_world_size_1():
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
-    from biqabench.heads import create_head, head_spec
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
+    from biqabench.components.heads import create_head, head_spec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

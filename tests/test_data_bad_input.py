@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from biqabench.data import load_dataset, read_image
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 
 def jpeg_bytes(size=(16, 16)) -> bytes:

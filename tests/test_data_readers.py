@@ -13,7 +13,7 @@ from scipy.io import savemat
 
 from biqabench.data import load_dataset, make_splits, read_raw
 from biqabench.data.readers.xlsx import read_xlsx, write_xlsx
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 
 def tiny_image_bytes(fmt: str = "JPEG", size=(8, 8), color=(120, 80, 40)) -> bytes:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from biqabench.data import IQATable, content_overlap, load_split, make_splits, save_split
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from split_tables import authentic_table, synthetic_table
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from biqabench.data import DatasetSpec, IQATable, build_table, get_spec
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 
 def table(mos, scale=(0, 100), higher_better=True, **kw) -> IQATable:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from biqabench.device import get_runtime, resolve_precision
-from biqabench.errors import BiqaError
+from biqabench.runtime.device import get_runtime, resolve_precision
+from biqabench.base.errors import BiqaError
 
 
 def test_cpu_fp32_runtime_is_exact():
@@ -22,7 +22,7 @@ def test_cpu_bf16_autocast_computes_in_bf16():
 
 
 def test_auto_precision_on_cpu_follows_the_hardware(monkeypatch):
-    import biqabench.device as d
+    import biqabench.runtime.device as d
 
     monkeypatch.setattr(d, "cpu_has_fast_bf16", lambda: True)
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
@@ -44,7 +44,7 @@ def test_cuda_absent_message():
 
 
 def test_runtime_optimizer_uses_fused_kernels_and_matches_the_default_update():
-    from biqabench.device import _fused_supported
+    from biqabench.runtime.device import _fused_supported
 
     rt = get_runtime("cpu", "fp32")
     torch.manual_seed(0)
@@ -65,7 +65,7 @@ def test_runtime_optimizer_uses_fused_kernels_and_matches_the_default_update():
 
 
 def test_threads_sets_the_count_for_the_block_and_restores_it_even_on_error():
-    from biqabench.device import threads
+    from biqabench.runtime.device import threads
 
     before = torch.get_num_threads()
     other = 1 if before != 1 else 2
@@ -80,7 +80,7 @@ def test_threads_sets_the_count_for_the_block_and_restores_it_even_on_error():
 
 
 def test_choose_threads_takes_the_request_else_backs_off_on_a_busy_cpu(monkeypatch):
-    import biqabench.device as d
+    import biqabench.runtime.device as d
 
     assert d.choose_threads(3) == 3
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -15,8 +15,8 @@ def _python_blocks(page: str) -> list[str]:
 
 
 def test_the_plugin_snippet_in_plugins_md_builds_a_working_head():
-    from biqabench.backbones import TinyBackbone
-    from biqabench.heads import HeadSpec
+    from biqabench.components.backbones import TinyBackbone
+    from biqabench.components.heads import HeadSpec
 
     block = next(b for b in _python_blocks("plugins.md") if "# myplugin.py" in b)
     namespace: dict = {}
@@ -32,9 +32,9 @@ def test_the_plugin_snippet_in_plugins_md_builds_a_working_head():
 
 
 def test_base_loss_follows_the_recipe():
-    from biqabench.backbones import TinyBackbone
-    from biqabench.errors import BiqaError
-    from biqabench.heads import IQAHead, TrainRecipe
+    from biqabench.components.backbones import TinyBackbone
+    from biqabench.base.errors import BiqaError
+    from biqabench.components.heads import IQAHead, TrainRecipe
 
     class Mean(IQAHead):
         def forward(self, x):

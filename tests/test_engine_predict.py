@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biqabench.backbones import TinyBackbone
-from biqabench.device import get_runtime
-from biqabench.engine import predict_images
-from biqabench.heads import create_head
+from biqabench.components.backbones import TinyBackbone
+from biqabench.runtime.device import get_runtime
+from biqabench.training.engine import predict_images
+from biqabench.components.heads import create_head
 
 
 def test_scores_are_per_image_means_whatever_the_batching():

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biqabench.backbones import create_backbone
-from biqabench.errors import BiqaError
-from biqabench.feature_norm import StageStandardizer
-from biqabench.heads import TrainRecipe, create_head, validate_recipe
+from biqabench.components.backbones import create_backbone
+from biqabench.base.errors import BiqaError
+from biqabench.components.feature_norm import StageStandardizer
+from biqabench.components.heads import TrainRecipe, create_head, validate_recipe
 
 STANDARDIZED = TrainRecipe(patch_size=64, freeze_backbone=True, cache_features=True, standardize_features=True)
 
@@ -74,8 +74,8 @@ def test_eval_fits_each_split_and_the_saved_model_reproduces_the_predictions(tmp
     from the run applies them to images exactly as the cached scoring did."""
     from biqabench import load_model
     from biqabench.data import load_dataset
-    from biqabench.runner import EvalConfig, evaluate
-    from biqabench.weights import read_state_dict
+    from biqabench.evaluation.runner import EvalConfig, evaluate
+    from biqabench.components.weights import read_state_dict
 
     recipe = dict(patch_size=64, train_patches=1, test_patches=1, batch_size=16, epochs=1, lr=1e-3, lr_step=0)
     cfg = EvalConfig(head="hyperiqa", weights="random", backbone="tiny", splits=2, recipe="cpu",

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from biqabench.backbones import create_backbone
-from biqabench.errors import BiqaError
-from biqabench.heads import TrainRecipe, create_head, validate_recipe
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.components.backbones import create_backbone
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import TrainRecipe, create_head, validate_recipe
+from biqabench.evaluation.runner import EvalConfig, evaluate
 
 CACHED = dict(patch_size=64, train_patches=2, test_patches=2, batch_size=8, epochs=3, lr=1e-3, lr_step=0,
               freeze_backbone=True, cache_features=True)
@@ -49,7 +49,7 @@ class _Counter:
     """Counts images through the backbone's forward pass."""
 
     def __init__(self, monkeypatch):
-        from biqabench.backbones import Backbone
+        from biqabench.components.backbones import Backbone
 
         self.images = 0
         real_call = torch.nn.Module.__call__
@@ -83,9 +83,9 @@ def test_eval_computes_each_crop_once_for_every_split_and_epoch(tmp_path, monkey
 
 def test_cached_training_learns_on_a_clean_signal():
     """Training from a FeatureSet moves the head: on features that carry the label, the loss falls."""
-    from biqabench.device import get_runtime
-    from biqabench.engine import train_head
-    from biqabench.features import FeatureSet
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.engine import train_head
+    from biqabench.training.features import FeatureSet
 
     torch.manual_seed(0)
     recipe = validate_recipe(TrainRecipe(freeze_backbone=True, cache_features=True, batch_size=16, epochs=30,
@@ -107,9 +107,9 @@ def test_a_head_without_score_features_is_a_one_line_error(tmp_path):
 
 
 def test_frozen_backbones_are_the_same_in_every_split():
-    from biqabench.features import backbone_fingerprint
-    from biqabench.heads import head_spec
-    from biqabench.runner import build_model
+    from biqabench.training.features import backbone_fingerprint
+    from biqabench.components.heads import head_spec
+    from biqabench.evaluation.runner import build_model
 
     cfg, spec = _config(), head_spec("hyperiqa")
     recipe = validate_recipe(TrainRecipe(freeze_backbone=True, cache_features=True, patch_size=64))
@@ -127,7 +127,7 @@ def test_frozen_backbones_are_the_same_in_every_split():
 
 
 def test_summary_counts_predictions_outside_the_scale(tmp_path):
-    from biqabench.runner import outside_scale_counts
+    from biqabench.evaluation.runner import outside_scale_counts
 
     preds = pd.DataFrame({"test_set": ["a", "a", "a", "b"], "pred": [-1.0, 50.0, 101.0, 3.0]})
     manifest = {"datasets": {"a": {"scale": [0, 100]}, "b": {"scale": [1, 5]}}}
@@ -137,8 +137,8 @@ def test_summary_counts_predictions_outside_the_scale(tmp_path):
 
 def test_progress_bars_count_scored_images(monkeypatch):
     """A set smaller than one forward pass used to show 0img for the whole pass."""
-    import biqabench.engine as engine
-    from biqabench.device import get_runtime
+    import biqabench.training.engine as engine
+    from biqabench.runtime.device import get_runtime
 
     bars = []
 
@@ -199,8 +199,8 @@ def test_paired_table_compares_runs_split_by_split():
 def test_paired_command_finds_the_latest_runs_by_head_weights_and_backbone(tmp_path, capsys):
     """``python -m biqabench.results.paired`` (make demo's last step) on two real run folders:
     it picks them by head, weights and backbone (``head`` is a column, not DataFrame.head)."""
-    from biqabench import io
-    from biqabench.backbones import create_backbone
+    from biqabench.base import io
+    from biqabench.components.backbones import create_backbone
     from biqabench.results import list_runs
     from biqabench.results.paired import main
 

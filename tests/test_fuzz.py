@@ -18,13 +18,13 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from PIL import Image
 
-from biqabench.config import load_yaml, override
+from biqabench.base.config import load_yaml, override
 from biqabench.data.readers.tables import load_pyiqa, read_generic_csv
 from biqabench.data.table import IQATable
 from biqabench.data.validate import validate_table
-from biqabench.errors import BiqaError
-from biqabench.heads import Recipe, validate_recipe
-from biqabench.runner import EvalConfig, load_eval_config
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import Recipe, validate_recipe
+from biqabench.evaluation.runner import EvalConfig, load_eval_config
 
 settings.register_profile("default", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

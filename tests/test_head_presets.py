@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from biqabench.heads import head_spec, presets_in
+from biqabench.components.heads import head_spec, presets_in
 
 REPO = Path(__file__).resolve().parents[1]
 HEADS = ("hyperiqa", "tres", "linear")
@@ -40,7 +40,7 @@ def test_presets_in_reads_a_package_folder(tmp_path, monkeypatch):
 
 
 def test_unknown_preset_names_the_shipped_ones():
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
 
     with pytest.raises(BiqaError, match="cpu, paper"):
         head_spec("linear").preset("tiny")
@@ -48,9 +48,9 @@ def test_unknown_preset_names_the_shipped_ones():
 
 PROBE = """
 import json, sys
-from biqabench.device import get_runtime
-from biqabench.heads import head_spec
-from biqabench.runner import EvalConfig, resolve_recipe
+from biqabench.runtime.device import get_runtime
+from biqabench.components.heads import head_spec
+from biqabench.evaluation.runner import EvalConfig, resolve_recipe
 import biqabench
 out = {"package": biqabench.__file__}
 for head in ("hyperiqa", "tres", "linear"):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biqabench.backbones import TinyBackbone
-from biqabench.config import override
-from biqabench.errors import BiqaError
-from biqabench.heads import create_head, head_spec
+from biqabench.components.backbones import TinyBackbone
+from biqabench.base.config import override
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import create_head, head_spec
 from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
 HEADS = ("hyperiqa", "tres", "linear")

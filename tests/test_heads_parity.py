@@ -20,8 +20,8 @@ import functools
 import pytest
 import torch
 
-from biqabench.errors import BiqaError
-from biqabench.io import save_torch
+from biqabench.base.errors import BiqaError
+from biqabench.base.io import save_torch
 from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
 pytest.importorskip("pyiqa")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biqabench.backbones import TinyBackbone
-from biqabench.config import override
-from biqabench.device import cpu_has_fast_bf16, get_runtime
-from biqabench.heads import create_head, head_spec
+from biqabench.components.backbones import TinyBackbone
+from biqabench.base.config import override
+from biqabench.runtime.device import cpu_has_fast_bf16, get_runtime
+from biqabench.components.heads import create_head, head_spec
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -56,10 +56,10 @@ def test_checkpoints_hold_nothing_twice_and_a_finished_fine_tune_is_not_rerun(tm
     """train_head's epoch checkpoints: mid-run the best weights are stored only when they differ
     from the current ones; after the last epoch only the best weights and history remain, and a
     call with that checkpoint returns them without touching the data."""
-    from biqabench import io
+    from biqabench.base import io
     from biqabench.data import PatchDataset, load_dataset
-    from biqabench.engine import train_head
-    from biqabench.heads import Recipe
+    from biqabench.training.engine import train_head
+    from biqabench.components.heads import Recipe
 
     rt = get_runtime("cpu", "fp32")
     table = load_dataset("demo-a")

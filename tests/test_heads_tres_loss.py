@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from biqabench.backbones import TinyBackbone
-from biqabench.errors import BiqaError
-from biqabench.heads import create_head
+from biqabench.components.backbones import TinyBackbone
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import create_head
 from biqabench_plugins.tres.loss import flip_consistency, parse_loss_terms, ranking_loss, tres_loss
 from biqabench_plugins.tres.model import TReSOptions, TReSOutputs
 

@@ -3,7 +3,7 @@
 import inspect
 from pathlib import Path
 
-from biqabench import hookspecs
+from biqabench.components import hookspecs
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 

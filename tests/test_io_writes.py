@@ -11,9 +11,9 @@ import os
 import pytest
 import torch
 
-from biqabench import checkpoint as ckpt
-from biqabench import io as bio
-from biqabench.errors import BiqaError
+from biqabench.training import checkpoint as ckpt
+from biqabench.base import io as bio
+from biqabench.base.errors import BiqaError
 
 STATE = {"w": torch.arange(5000, dtype=torch.float32), "step": 3}
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from biqabench import metrics as M
+from biqabench.base import metrics as M
 
 
 @pytest.fixture

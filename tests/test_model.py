@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 
 def demo_b_rows(run: Path, n: int = 6):
@@ -84,7 +84,7 @@ def test_export_then_load_without_the_run_gives_the_same_scores(tiny_model_run, 
     from safetensors import safe_open
 
     from biqabench import load_model
-    from biqabench.export import export_run
+    from biqabench.model.export import export_run
 
     run = shutil.copytree(tiny_model_run, tmp_path / "copy")
     files, expected = demo_b_rows(tiny_model_run)
@@ -103,7 +103,7 @@ def test_export_then_load_without_the_run_gives_the_same_scores(tiny_model_run, 
 
 def test_model_file_errors_are_one_line(tiny_model_run, tmp_path):
     from biqabench import load_model
-    from biqabench.io import save_safetensors
+    from biqabench.base.io import save_safetensors
 
     bare = save_safetensors({"w": torch.zeros(2)}, tmp_path / "weights.safetensors")
     with pytest.raises(BiqaError, match="no biqabench header"):
@@ -205,8 +205,8 @@ class _DbcnnLikeHead:
     def module(cls, name: str = "dbcnn-ours"):
         import types
 
-        from biqabench.heads import HeadSpec, IQAHead, PyiqaCheckpoint, Recipe, load_foreign_state_dict
-        from biqabench.hookspecs import hookimpl
+        from biqabench.components.heads import HeadSpec, IQAHead, PyiqaCheckpoint, Recipe, load_foreign_state_dict
+        from biqabench.components.hookspecs import hookimpl
 
         class Head(IQAHead):
             def __init__(self, backbone, recipe):
@@ -234,7 +234,7 @@ class _DbcnnLikeHead:
 
 @pytest.fixture
 def dbcnn_head():
-    from biqabench.plugins import get_harness
+    from biqabench.components.plugins import get_harness
 
     harness = get_harness()
     mod = _DbcnnLikeHead.module()
@@ -247,8 +247,8 @@ def test_a_third_party_head_loads_pyiqa_checkpoints_with_its_own_loader(tmp_path
     """pyiqa:dbcnn:FILE goes to the installed head that declares it (HeadSpec.pyiqa), through the
     plugin's loader, with the backbone the plugin reads off the checkpoint; the core names no head."""
     from biqabench import load_model
-    from biqabench.backbones import create_backbone
-    from biqabench.heads import Recipe
+    from biqabench.components.backbones import create_backbone
+    from biqabench.components.heads import Recipe
 
     torch.manual_seed(0)
     ours = dbcnn_head.Head(create_backbone("resnet18", weights="random"), Recipe(patch_size=32)).eval()
@@ -264,8 +264,8 @@ def test_a_third_party_head_loads_pyiqa_checkpoints_with_its_own_loader(tmp_path
 
 
 def test_pyiqa_checkpoint_without_a_head_for_it_is_one_line(tmp_path, dbcnn_head):
-    from biqabench.plugins import get_harness
-    from biqabench.pyiqa_models import checkpoint_model
+    from biqabench.components.plugins import get_harness
+    from biqabench.model.pyiqa_models import checkpoint_model
 
     file = tmp_path / "x.pth"
     with pytest.raises(BiqaError) as err:

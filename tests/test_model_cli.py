@@ -122,8 +122,8 @@ def test_animated_gif_scores_its_first_frame():
 def test_out_of_scale_predictions_are_counted():
     from types import SimpleNamespace
 
-    from biqabench.model import ModelInfo
-    from biqabench.scoring import outside_scale, report
+    from biqabench.model.load import ModelInfo
+    from biqabench.model.scoring import outside_scale, report
 
     assert outside_scale(np.array([-1.0, 0.0, 50.0, 100.0, 101.0, np.nan]), (0.0, 100.0)) == 2
     assert outside_scale(np.array([-5.0, 1e9]), (0.0, float("nan"))) == 1  # unknown top checks nothing
@@ -192,7 +192,7 @@ def test_test_command_writes_a_run_folder_results_can_read(tiny_model_run, tmp_p
 @pytest.fixture(scope="module")
 def all_models_run(tmp_path_factory):
     """A two-split eval that keeps every split's head (--save-all-models)."""
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
     cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=2, recipe="cpu", recipe_overrides=recipe,

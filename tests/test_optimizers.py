@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from biqabench import optimizers
-from biqabench.device import get_runtime
-from biqabench.errors import BiqaError
-from biqabench.heads import TrainRecipe, validate_recipe
+from biqabench.components import optimizers
+from biqabench.runtime.device import get_runtime
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import TrainRecipe, validate_recipe
 
 
 def _groups():

@@ -6,23 +6,23 @@ import importlib
 
 import pytest
 
-from biqabench.errors import BiqaError
-from biqabench.plugins import Harness, get_harness
-from biqabench.registry import Registry, UnknownComponentError
+from biqabench.base.errors import BiqaError
+from biqabench.components.plugins import Harness, get_harness
+from biqabench.components.registry import Registry, UnknownComponentError
 from conftest import HEAD_PLUGIN, make_fake_distribution
 
 GOOD = HEAD_PLUGIN.replace("NAME", "thirdparty-head")
 IMPORT_ERROR = "import not_a_module_anywhere\n"
 HOOK_RAISES = """
-from biqabench.hookspecs import hookimpl
+from biqabench.components.hookspecs import hookimpl
 @hookimpl
 def register_heads(register):
     register("half-registered", object())
     raise ValueError("boom in hook")
 """
 CLASH = """
-from biqabench.hookspecs import hookimpl
-from biqabench.heads import HeadSpec
+from biqabench.components.hookspecs import hookimpl
+from biqabench.components.heads import HeadSpec
 @hookimpl
 def register_heads(register):
     register(HeadSpec("dup-head", lambda b, r: None))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from biqabench import ridge
-from biqabench.probe import FeatureCache, load_probe_config, run_probe
+from biqabench.evaluation import ridge
+from biqabench.evaluation.probe import FeatureCache, load_probe_config, run_probe
 
 
 def _standardised(x):
@@ -89,7 +89,7 @@ def _probe_kwargs(root: Path, **more):
 
 def test_alpha_is_chosen_without_the_test_rows(gen_set, tmp_path, monkeypatch):
     """A spy on the inner CV sees only each split's training rows (column 0 carries the row id)."""
-    import biqabench.probe as probe
+    import biqabench.evaluation.probe as probe
     from biqabench.data import load_dataset, make_splits
 
     n = 24
@@ -111,7 +111,7 @@ def test_alpha_is_chosen_without_the_test_rows(gen_set, tmp_path, monkeypatch):
 
 
 def test_features_are_extracted_once_and_keyed_on_the_weights(gen_set, tmp_path, monkeypatch):
-    import biqabench.probe as probe
+    import biqabench.evaluation.probe as probe
 
     calls = []
     real = probe.image_features
@@ -154,7 +154,7 @@ def pd_read(path):
 
 
 def test_bad_probe_options_name_the_option():
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
 
     with pytest.raises(BiqaError, match="--size"):
         load_probe_config(size=8)
@@ -175,7 +175,7 @@ def test_probe_on_clive_dev_finds_quality_in_random_resnet18_features(shared_dat
 
 
 def test_eval_linear_probe_protocol_runs_the_ridge_probe(gen_set, monkeypatch, tmp_path):
-    from biqabench.runner import evaluate
+    from biqabench.evaluation.runner import evaluate
 
     monkeypatch.setenv("BIQABENCH_CACHE", str(tmp_path / "cache"))
     kwargs = _probe_kwargs(gen_set)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from biqabench.compare import compare_paired
+from biqabench.evaluation.compare import compare_paired
 from biqabench.data.splitfiles import read_split_table, run_split_files, split_file
-from biqabench.errors import BiqaError
-from biqabench.probe import FeatureCache, run_probe
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.base.errors import BiqaError
+from biqabench.evaluation.probe import FeatureCache, run_probe
+from biqabench.evaluation.runner import EvalConfig, evaluate
 from conftest import forwarded_options
 from test_probe import _probe_kwargs, make_set
 
@@ -119,7 +119,7 @@ def test_official_split_is_the_datasets_own(cache, tmp_path):
 def test_results_compare_pairs_two_probes_of_other_weights(gen_root, cache, probe_run, tmp_path):
     from typer.testing import CliRunner
 
-    from biqabench.backbones import create_backbone
+    from biqabench.components.backbones import create_backbone
     from biqabench.cli import app
 
     torch.manual_seed(123)
@@ -141,7 +141,7 @@ def test_results_compare_pairs_two_probes_of_other_weights(gen_root, cache, prob
 
 
 def test_probe_cli_passes_splits_from_and_official_split(monkeypatch):
-    import biqabench.probe as probe_mod
+    import biqabench.evaluation.probe as probe_mod
 
     seen = forwarded_options(monkeypatch, probe_mod, "run_probe", ["probe", "--official-split", "--splits-from", "abc"])
     assert seen["official_split"] is True and seen["splits_from"] == "abc"

@@ -21,7 +21,7 @@ def last_frame(err: str, desc: str) -> str:
 
 def test_eval_test_bars_end_on_the_number_of_images(capsys, tmp_path):
     from biqabench.data import load_dataset
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
     cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=1, recipe="cpu", recipe_overrides=recipe,
@@ -36,8 +36,8 @@ def test_eval_test_bars_end_on_the_number_of_images(capsys, tmp_path):
 
 
 def test_score_bar_ends_on_the_number_of_files(tiny_model_run, capsys, tmp_path):
-    from biqabench.model import load_model
-    from biqabench.scoring import score_paths
+    from biqabench.model.load import load_model
+    from biqabench.model.scoring import score_paths
 
     for i in range(3):
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")

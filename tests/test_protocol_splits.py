@@ -9,8 +9,8 @@ import pytest
 
 from biqabench.data import IQATable, content_overlap, make_splits
 from biqabench.data.splitfiles import load_run_splits, read_split_table, split_difference, split_file
-from biqabench.errors import BiqaError
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.base.errors import BiqaError
+from biqabench.evaluation.runner import EvalConfig, evaluate
 from conftest import forwarded_options
 from split_tables import authentic_table, synthetic_table
 
@@ -128,7 +128,7 @@ def test_run_without_split_files_cannot_lend_them(tmp_path):
 
 
 def test_official_split_flag_reaches_the_config(monkeypatch):
-    import biqabench.runner as runner_mod
+    import biqabench.evaluation.runner as runner_mod
 
     seen = forwarded_options(monkeypatch, runner_mod, "evaluate",
                              ["eval", "--official-split", "--splits-from", "abc", "--val-frac", "0"])

@@ -9,12 +9,12 @@ import warnings
 import pytest
 import torch
 
-from biqabench import engine
-from biqabench.backbones import create_backbone
-from biqabench.errors import BiqaError
-from biqabench.provenance import determinism
-from biqabench.runner import EvalConfig, evaluate
-from biqabench.weights import WeightsStore, resolve_weights
+from biqabench.training import engine
+from biqabench.components.backbones import create_backbone
+from biqabench.base.errors import BiqaError
+from biqabench.evaluation.pinning import determinism
+from biqabench.evaluation.runner import EvalConfig, evaluate
+from biqabench.components.weights import WeightsStore, resolve_weights
 
 TINY = dict(patch_size=32, train_patches=1, test_patches=1, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
 
@@ -41,7 +41,7 @@ def test_resume_uses_the_pinned_file_and_refuses_a_changed_one(tmp_path, monkeyp
     store, first = _store_weights(tmp_path, 0)
     cfg = EvalConfig(head="linear", weights="qpt", backbone="tiny", splits=1, recipe="cpu", recipe_overrides=TINY,
                      device="cpu", precision="fp32", workers=0, test=[], save_model=False)
-    import biqabench.provenance as P
+    import biqabench.evaluation.pinning as P
 
     run = evaluate(cfg, run_dir=tmp_path / "run", progress=False)
     manifest = json.loads((run / "manifest.json").read_text())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biqabench import io
+from biqabench.base import io
 
 pytestmark = pytest.mark.slow  # two fresh Python processes importing torch: ~20-60 s on 2 cores
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from biqabench_plugins.qpt.degradations import (
     STAGE_OPS, BlurConfig, DegradationConfig, FinalConfig, JpegConfig, NoiseConfig, Recipe, ResizeConfig,
     StageConfig, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize, blur_kernel, degrade_batch,

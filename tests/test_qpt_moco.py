@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from biqabench.backbones import TinyBackbone
+from biqabench.components.backbones import TinyBackbone
 from biqabench_plugins.qpt.moco import KeyQueue, Projector, QPTModel, momentum_update, shuffled_forward
 
 

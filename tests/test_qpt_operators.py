@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from biqabench_plugins.qpt import operators
 from biqabench_plugins.qpt.degradations import (
     DegradationConfig, Recipe, degrade_batch, op, realesrgan_config, sample_recipe, space_size,

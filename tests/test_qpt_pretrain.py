@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from biqabench import io
-from biqabench.backbones import TinyBackbone
-from biqabench.errors import BiqaError
-from biqabench.pretrain import PretrainRequest
-from biqabench.weights import WeightsStore, load_weights
+from biqabench.base import io
+from biqabench.components.backbones import TinyBackbone
+from biqabench.base.errors import BiqaError
+from biqabench.components.pretrain import PretrainRequest
+from biqabench.components.weights import WeightsStore, load_weights
 from biqabench_plugins.qpt.data import CropDataset, StreamSampler, image_at, list_images
 from biqabench_plugins.qpt.pretrainer import Interrupted, QPTConfig, load_config, run_qpt
 
@@ -102,7 +102,7 @@ def test_views_hold_query_positive_and_degradation_negatives():
     for per_image in recipes:  # d1, d2, d3 of one image are three different degradations
         assert len({r.key() for r in per_image}) == 3
     assert batch.query.dtype == torch.uint8  # patches travel as uint8 ...
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
 
     dev = batch.to(get_runtime("cpu", "fp32"))  # ... and are normalised on the training device
     assert dev.query.dtype == torch.float32 and dev.key_deg.shape == batch.key_deg.shape
@@ -124,7 +124,7 @@ def test_paper_yaml_loads_and_differs():
 def test_the_optimiser_is_built_from_the_config(tmp_path):
     from timm.optim import Lars
 
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTTrainer
 
     small = dict(batch_size=2, crop_size=32, patch_size=16, queue_size=8)

@@ -107,7 +107,7 @@ def test_a_resumed_run_drops_log_lines_past_its_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"degrade_on": "gpu"}, {"log_recipes_every": -1}])
 def test_bad_data_settings_name_the_key(tmp_path, bad):
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
     from biqabench_plugins.qpt.pretrainer import load_config
 
     with pytest.raises(BiqaError, match=next(iter(bad))):
@@ -116,7 +116,7 @@ def test_bad_data_settings_name_the_key(tmp_path, bad):
 
 @pytest.mark.slow  # inductor compiles C++ kernels: minutes on a small CPU
 def test_compiled_qpt_step_equals_the_eager_step():
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTConfig, QPTTrainer
 
     cfg = QPTConfig(batch_size=4, crop_size=32, patch_size=16, queue_size=32, embed_dim=16)

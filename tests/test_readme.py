@@ -39,7 +39,7 @@ def test_every_name_the_readme_imports_exists():
         obj = getattr(biqabench, name)
         assert not isinstance(obj, types.ModuleType), f"biqabench.{name} is a module, not the API function"
         assert name in biqabench.__all__, name
-    import biqabench.predict  # noqa: F401 - importing the submodule must not shadow the function
+    import biqabench.model.predict  # noqa: F401 - importing the submodule must not shadow the function
     from biqabench import predict
     assert callable(predict) and not isinstance(predict, types.ModuleType)
 

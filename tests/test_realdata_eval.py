@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.evaluation.runner import EvalConfig, evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 

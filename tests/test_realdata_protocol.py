@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from biqabench.data.splitfiles import split_file
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.evaluation.runner import EvalConfig, evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 

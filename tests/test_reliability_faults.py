@@ -3,7 +3,7 @@ checkpoint write), damaged checkpoints, a full disk, two jobs at once, a damaged
 cache, diverging losses and hostile files.
 
 Each case has one test here (the full SIGKILL test is ``slow``; a one-kill variant runs by
-default).  Faults are injected with ``BIQABENCH_FAULT`` (``biqabench.checkpoint``) where they must
+default).  Faults are injected with ``BIQABENCH_FAULT`` (``biqabench.training.checkpoint``) where they must
 happen inside another process, and with monkeypatch in-process.  Interruption by SIGINT/SIGTERM
 is covered in ``test_reliability_runs.py`` / ``test_reliability_pretrain.py``.
 """
@@ -30,8 +30,8 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from biqabench import checkpoint as ckpt
-from biqabench.errors import BiqaError
+from biqabench.training import checkpoint as ckpt
+from biqabench.base.errors import BiqaError
 from conftest import invoke_cli
 from test_reliability_pretrain import QPT_TINY, pretrain_args
 from test_reliability_runs import EVAL, FAST, NUMERIC
@@ -190,7 +190,7 @@ def test_damaged_checkpoint_is_named_in_one_line_and_the_previous_one_used(tmp_p
     else:
         data += b"junk"
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="biqabench.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="biqabench.training.checkpoint"):
         loaded = ckpt.load(path, expect={"seed": 0})
     assert loaded.state["step"] == 1 and loaded.fallback and loaded.path == ckpt.previous_path(path)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -229,7 +229,7 @@ def test_pretrain_resume_from_a_truncated_checkpoint_uses_the_previous_one(tmp_p
     with caplog.at_level(logging.WARNING):
         code, out, err = cli(capsys, *pretrain_args(qpt_cfg, run, "--steps", "3", "--resume"))
     assert code == 0, err
-    lines = [r.getMessage() for r in caplog.records if r.name == "biqabench.checkpoint"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "biqabench.training.checkpoint"]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"checkpoint {latest} is damaged (") and "truncated or not a torch file?" in lines[0]
     assert lines[0].endswith(f"; continuing from the previous one, {ckpt.previous_path(latest)}")
@@ -239,8 +239,8 @@ def test_pretrain_resume_from_a_truncated_checkpoint_uses_the_previous_one(tmp_p
 def test_eval_resume_from_a_damaged_epoch_checkpoint_uses_the_previous_epoch(tmp_path, monkeypatch):
     """The fine-tuning loop: stop in epoch 3 of 3, damage epoch 2's checkpoint; --resume continues
     from epoch 1's and reproduces the uninterrupted run."""
-    from biqabench import runner as runner_mod
-    from biqabench.runner import evaluate, load_eval_config
+    from biqabench.evaluation import runner as runner_mod
+    from biqabench.evaluation.runner import evaluate, load_eval_config
 
     cfg = load_eval_config(None, **{**EVAL, "splits": 1, "recipe_overrides": {**EVAL["recipe_overrides"],
                                                                               "epochs": 3}},
@@ -296,8 +296,8 @@ def test_two_pretrain_runs_saving_into_one_store_never_clobber(tmp_path, monkeyp
     reader listing the store meanwhile never sees a record whose file is incomplete."""
     import datetime as dt
 
-    from biqabench import weights as weights_mod
-    from biqabench.weights import WeightsStore
+    from biqabench.components import weights as weights_mod
+    from biqabench.components.weights import WeightsStore
 
     frozen = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -315,7 +315,7 @@ def test_two_pretrain_runs_saving_into_one_store_never_clobber(tmp_path, monkeyp
     def reader():
         while not done.is_set():
             for rec in store.records("qpt", "tiny"):
-                from biqabench.io import sha256_file
+                from biqabench.base.io import sha256_file
                 if sha256_file(rec.file) != rec.sha256:
                     seen_bad.append(str(rec.file))
 
@@ -436,7 +436,7 @@ def _nan_on_call(monkeypatch, target, name: str, calls: set[int]) -> None:
 
 
 def test_nan_loss_stops_or_is_skipped_and_counted_in_both_loops(tmp_path, capsys, monkeypatch, qpt_cfg):
-    from biqabench.engine import _Objective
+    from biqabench.training.engine import _Objective
     from biqabench_plugins.qpt.moco import QPTModel
 
     # QPT: stop names the step and the last good checkpoint
@@ -476,7 +476,7 @@ def test_nan_loss_stops_or_is_skipped_and_counted_in_both_loops(tmp_path, capsys
 def test_grad_scaler_skipped_steps_are_counted():
     """The fp16 path: a GradScaler that finds inf gradients skips the step and lowers its scale;
     NanGuard.step counts it.  (CPU GradScaler here; on CUDA the same code runs.)"""
-    from biqabench.divergence import NanGuard
+    from biqabench.training.divergence import NanGuard
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=0.1)

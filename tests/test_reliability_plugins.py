@@ -15,14 +15,14 @@ import pytest
 import yaml
 
 from biqabench.cli import main
-from biqabench.errors import BiqaError
-from biqabench.plugins import reset_harness
+from biqabench.base.errors import BiqaError
+from biqabench.components.plugins import reset_harness
 from conftest import HEAD_PLUGIN as HEAD  # NAME: the head's name
 from conftest import TINY_RECIPE, invoke_cli, make_fake_distribution
 
 IMPORT_ERROR = "import not_a_module_anywhere\n" + HEAD.replace("NAME", "never-seen")
 HOOK_RAISES = """
-from biqabench.hookspecs import hookimpl
+from biqabench.components.hookspecs import hookimpl
 @hookimpl
 def register_heads(register):
     register("half-registered", object())
@@ -38,7 +38,7 @@ def register_more(register):
     register(HeadSpec("explodes-build", build_fails, Recipe(patch_size=32)))
 """
 COMMANDS_RAISE = """
-from biqabench.hookspecs import hookimpl
+from biqabench.components.hookspecs import hookimpl
 @hookimpl
 def register_commands(cli):
     raise RuntimeError("boom in register_commands")

@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from biqabench import io as bio
+from biqabench.base import io as bio
 from conftest import invoke_cli
 
 #: a QPT run small enough for a test: 4 images a step, 32 px crops, 16 px patches, a checkpoint every step

@@ -27,9 +27,9 @@ import pytest
 import torch
 import yaml
 
-from biqabench import io as bio
+from biqabench.base import io as bio
 from conftest import invoke_cli
-from biqabench.plugins import get_harness
+from biqabench.components.plugins import get_harness
 
 TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_size": 32, "epochs": 2,
                "lr_step": 0, "lr": 1e-3}
@@ -297,8 +297,8 @@ class _NanAfterFirstEpoch:
 
     @staticmethod
     def module() -> types.ModuleType:
-        from biqabench.heads import HeadSpec, IQAHead, Recipe
-        from biqabench.hookspecs import hookimpl
+        from biqabench.components.heads import HeadSpec, IQAHead, Recipe
+        from biqabench.components.hookspecs import hookimpl
 
         class Head(IQAHead):
             def __init__(self, backbone, recipe):

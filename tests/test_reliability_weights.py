@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from biqabench.backbones import create_backbone
-from biqabench.weights import WeightsStore
+from biqabench.components.backbones import create_backbone
+from biqabench.components.weights import WeightsStore
 from conftest import invoke_cli
 
 FAST = ["--head", "linear", "--splits", "1", "--device", "cpu", "--precision", "fp32", "--workers", "0",

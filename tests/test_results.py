@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from biqabench import plots
+from biqabench.base import plots
 from biqabench import results as R
-from biqabench.errors import BiqaError
-from biqabench.metrics import compute_metrics
+from biqabench.base.errors import BiqaError
+from biqabench.base.metrics import compute_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -311,7 +311,7 @@ def cli():
     from typer.testing import CliRunner
 
     from biqabench.cli import app
-    from biqabench.cli_results import register
+    from biqabench.cli.results import register
 
     register(app)
     register(app)  # a second registration (the lead's wiring plus ours) is harmless
@@ -347,7 +347,7 @@ def test_cli_list_show_compare(cli, two_runs):
 
 def test_cli_unknown_run_is_a_one_line_error(two_runs, capsys):
     from biqabench.cli import app, main
-    from biqabench.cli_results import register
+    from biqabench.cli.results import register
 
     register(app)
     root, _, _ = two_runs

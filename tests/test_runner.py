@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import biqabench.runner as runner_mod
+import biqabench.evaluation.runner as runner_mod
 from biqabench.cli import app
-from biqabench.errors import BiqaError
-from biqabench.runner import EvalConfig, evaluate
+from biqabench.base.errors import BiqaError
+from biqabench.evaluation.runner import EvalConfig, evaluate
 
 TINY = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=2, lr=1e-3, lr_step=0)
 
@@ -65,7 +65,7 @@ def test_intra_tests_only_held_out_images(finished_run):
 def test_same_image_same_score(finished_run, tmp_path):
     """Deterministic test crops: predict on a run reproduces the scores of its split 0."""
     from biqabench.data import load_dataset
-    from biqabench.predict import predict
+    from biqabench.model.predict import predict
 
     table = load_dataset("demo-b")
     preds = pd.read_csv(finished_run / "predictions.csv")

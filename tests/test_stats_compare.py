@@ -11,14 +11,14 @@ import pytest
 from scipy import stats as sps
 from typer.testing import CliRunner
 
-from biqabench import metrics as M
+from biqabench.base import metrics as M
 from biqabench import results as R
 from biqabench.cli import app
-from biqabench.compare import compare_paired, paired_gain, splits_difference
+from biqabench.evaluation.compare import compare_paired, paired_gain, splits_difference
 from biqabench.data import IQATable, make_splits
 from biqabench.data.splitfiles import write_split_files
-from biqabench.errors import BiqaError
-from biqabench.stats import bootstrap_ci, paired_test, wilcoxon_p
+from biqabench.base.errors import BiqaError
+from biqabench.base.stats import bootstrap_ci, paired_test, wilcoxon_p
 
 
 def test_bootstrap_ci_is_scipys_percentile_interval_and_seeded():

@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from biqabench.backbones import create_backbone
-from biqabench.heads import create_head, head_spec
-from biqabench.io import save_safetensors
+from biqabench.components.backbones import create_backbone
+from biqabench.components.heads import create_head, head_spec
+from biqabench.base.io import save_safetensors
 
 SMALL_SWIN = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
 FAMILIES = {  # name -> (backbone, timm kwargs): small enough for a CPU test
@@ -35,7 +35,7 @@ def backbones():
 
 
 def test_loading_the_plugin_does_not_import_timm():
-    code = ("import sys; from biqabench.plugins import registry; r = registry('backbones'); "
+    code = ("import sys; from biqabench.components.plugins import registry; r = registry('backbones'); "
             "assert 'mobilevit_xs' in r and 'timm/resnet50' in r; print('timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -72,8 +72,8 @@ def test_four_nchw_maps_at_the_declared_channels_and_strides(backbones, family):
 
 
 def test_any_timm_name_resolves_on_demand_and_typos_still_suggest():
-    from biqabench.plugins import registry
-    from biqabench.registry import UnknownComponentError
+    from biqabench.components.plugins import registry
+    from biqabench.components.registry import UnknownComponentError
 
     assert registry("backbones").entry("timm/resnet10t").plugin == "timm_backbones"
     with pytest.raises(UnknownComponentError, match="did you mean 'convnext_tiny'"):
@@ -117,7 +117,7 @@ def _timm_state(name: str, **kwargs) -> tuple[torch.nn.Module, dict]:
 
 @pytest.mark.parametrize("family", ["conv", "vit"])
 def test_timm_and_hugging_face_checkpoints_load_with_prefixes_and_classifier_dropped(tmp_path, family):
-    from biqabench.weights import load_weights
+    from biqabench.components.weights import load_weights
 
     name, kw = FAMILIES[family]
     net, state = _timm_state(name, **({"dynamic_img_size": True} if family == "vit" else {}), **kw)
@@ -168,7 +168,7 @@ def test_one_weights_file_gives_equal_features_in_torchvision_and_timm_resnets(t
 
 
 def test_imagenet_offline_names_the_file_to_place_and_then_uses_it(tmp_path, monkeypatch):
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
     from biqabench_plugins.timm_backbones.pretrained import plain_location
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -189,7 +189,7 @@ def test_imagenet_offline_names_the_file_to_place_and_then_uses_it(tmp_path, mon
 
 @pytest.mark.parametrize("family", ["conv", "vit"])
 def test_channels_last_and_bf16_autocast_run_on_timm_models(backbones, family):
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
 
     b = copy.deepcopy(backbones[family]).eval()
     x = torch.randn(2, 3, 64, 64)
@@ -216,7 +216,7 @@ def test_pretrain_qpt_two_steps_then_the_weights_load_by_name(tmp_path, backbone
     assert code == 0 and f"saved qpt weights for {backbone}" in out
     b = create_backbone(backbone, weights="qpt")
     assert b.name == backbone
-    from biqabench.paths import results_root
+    from biqabench.base.paths import results_root
 
     assert (results_root() / "pretrain" / f"qpt-{backbone.replace('/', '--')}").is_dir()  # one folder per backbone
 
@@ -229,7 +229,7 @@ def test_patch14_vits_pad_to_whole_patches_and_keep_four_strides():
 
 
 def test_models_that_cannot_serve_a_head_fail_in_one_line():
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
 
     with pytest.raises(BiqaError, match=r"'levit_128s' gives maps at strides \[16, 32, 64\]: fewer than four"):
         create_backbone("levit_128s")

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biqabench.backbones import TinyBackbone
+from biqabench.components.backbones import TinyBackbone
 from biqabench.data import IQATable
 from biqabench.data.patches import PatchDataset
-from biqabench.errors import BiqaError
-from biqabench.heads import create_head, head_spec, validate_recipe
-from biqabench.targets import to_normalised, training_targets
+from biqabench.base.errors import BiqaError
+from biqabench.components.heads import create_head, head_spec, validate_recipe
+from biqabench.components.targets import to_normalised, training_targets
 from biqabench_plugins.tres.loss import tres_terms
 
 QUALITY = np.array([0.10, 0.35, 0.50, 0.80, 0.95, 0.20])  # the same six images' relative quality
@@ -79,14 +79,14 @@ def test_native_scores_are_normalised_with_the_training_scale():
 
 
 def test_unknown_target_is_a_one_line_error():
-    from biqabench.config import override
+    from biqabench.base.config import override
 
     with pytest.raises(BiqaError, match="target 'raw' is not one of normalised, native"):
         validate_recipe(override(head_spec("linear").recipe, {"target": "raw"}))
 
 
 def test_tres_run_records_its_target(tmp_path):
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     tiny = dict(patch_size=32, train_patches=1, test_patches=1, batch_size=16, epochs=1, lr=1e-4, lr_step=0)
     cfg = EvalConfig(head="tres", weights="random", backbone="tiny", splits=1, recipe="cpu", recipe_overrides=tiny,

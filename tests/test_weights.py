@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from biqabench.backbones import create_backbone
-from biqabench.errors import BiqaError
-from biqabench.weights import (WeightsStore, imagenet_checkpoint, load_weights, read_state_dict,
+from biqabench.components.backbones import create_backbone
+from biqabench.base.errors import BiqaError
+from biqabench.components.weights import (WeightsStore, imagenet_checkpoint, load_weights, read_state_dict,
                                resolve_state_dict)
 
 
@@ -127,8 +127,8 @@ def test_imagenet_uses_the_torch_hub_cache_file(tmp_path, monkeypatch):
 
 
 def test_resolve_weights_is_one_route_with_label_source_and_digest(tmp_path):
-    from biqabench import io
-    from biqabench.weights import resolve_weights
+    from biqabench.base import io
+    from biqabench.components.weights import resolve_weights
 
     torch.manual_seed(3)
     state = create_backbone("tiny").state_dict()
@@ -150,7 +150,7 @@ def test_resolve_weights_is_one_route_with_label_source_and_digest(tmp_path):
 
 
 def test_create_backbone_weights_take_the_same_route(tmp_path):
-    from biqabench import io
+    from biqabench.base import io
 
     torch.manual_seed(4)
     state = create_backbone("tiny").state_dict()

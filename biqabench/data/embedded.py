@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from biqabench.errors import BiqaError
-from biqabench.paths import cache_root
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import cache_root
 
 #: Bump when the photos, or the demo sets' crops, distortions or labels, change: a new version
 #: builds a new folder.

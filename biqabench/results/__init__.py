@@ -3,7 +3,7 @@
 * :mod:`~biqabench.results.folder`: :class:`RunFolder`, the one owner of a run folder's layout and
   files (config, manifest, splits/, predictions, metrics, history, summary, plots/, model,
   checkpoints), :class:`Run` (a folder read back) and :func:`load_run` (find one by id);
-* :mod:`~biqabench.results.provenance`: package versions, git commit and platform for manifests;
+* :mod:`~biqabench.results.environment`: package versions, git commit and platform for manifests;
 * :mod:`~biqabench.results.summary`: one run's metrics over its splits (median, CI, mean ± std);
 * :mod:`~biqabench.results.tables`: the run list, comparisons, the paper's main table;
 * :mod:`~biqabench.results.rendering`: markdown / LaTeX / CSV output and ``summary.md``.
@@ -18,7 +18,7 @@ from biqabench.results.folder import (
     new_run_dir, open_run, read_manifest, read_metrics, read_predictions, runs_root, write_manifest, write_metrics,
     write_predictions, write_summary,
 )
-from biqabench.results.provenance import VERSIONED_PACKAGES, environment_info
+from biqabench.results.environment import VERSIONED_PACKAGES, environment_info
 from biqabench.results.rendering import FORMATS, meta_rows, render, write_table
 from biqabench.results.summary import METRIC_LABELS, summarize, summary_table
 from biqabench.results.tables import LIST_COLUMNS, collect_metrics, compare_runs, list_runs, paper_table, weight_gain

@@ -38,10 +38,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from biqabench import io
-from biqabench.errors import BiqaError
-from biqabench.paths import results_root
-from biqabench.results.provenance import environment_info, jsonable, now
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import results_root
+from biqabench.results.environment import environment_info, jsonable, now
 from biqabench.results.rendering import summary_markdown
 from biqabench.results.summary import summarize
 
@@ -189,8 +189,8 @@ class RunFolder:
         return io.ensure_dir(self.split_dir(split), "split folder")
 
     def remove_checkpoint(self, split: Any) -> None:
-        """A finished split needs neither its checkpoint nor the previous one (biqabench.checkpoint)."""
-        from biqabench import checkpoint
+        """A finished split needs neither its checkpoint nor the previous one (biqabench.training.checkpoint)."""
+        from biqabench.training import checkpoint
 
         checkpoint.remove(self.checkpoint_path(split))
 
@@ -320,7 +320,7 @@ class RunFolder:
 
     def write_plots(self, predictions: pd.DataFrame, history: pd.DataFrame) -> None:
         """Scatter plots per test set and the training curves, into ``plots/``."""
-        from biqabench import plots
+        from biqabench.base import plots
 
         plots.scatter_plot(predictions, self.plots_dir)
         plots.training_curves(history, self.plots_dir / "training_curves.png")
@@ -342,7 +342,7 @@ class RunFolder:
         return kept
 
     def load_model_state(self) -> dict:
-        from biqabench.weights import read_state_dict
+        from biqabench.components.weights import read_state_dict
 
         if not self.model_path.is_file():
             raise BiqaError(f"run {self.path} has no {MODEL} (it was run with save_model: false, "

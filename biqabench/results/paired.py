@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from biqabench.results.folder import Run, load_run
 from biqabench.results.tables import list_runs
 

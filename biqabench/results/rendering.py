@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from biqabench import io
-from biqabench.errors import BiqaError
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
 from biqabench.results.summary import BOOT_SEED, N_BOOT, summary_table
 
 FORMATS = ("markdown", "latex", "csv")

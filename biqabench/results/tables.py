@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from biqabench.results.folder import METRICS_FILE_COLUMNS, Run, load_run, require_columns, run_ids, runs_root
 from biqabench.results.summary import METRIC_LABELS, fmt_number
 

@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from biqabench.data.embedded import VERSION, embedded_root, load_photo, publish
-from biqabench.data.readers.common import no_unknown_options
-from biqabench.data.readers.tables import read_generic_csv
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import (
+    BiqaError, EMBEDDED_VERSION as VERSION, embedded_root, load_photo, no_unknown_options, publish, read_generic_csv,
+)
 
 SIZE = 128          # side of a content crop (px)
 

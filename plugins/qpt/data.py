@@ -33,9 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
-from biqabench.device import threads
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError, IMAGENET_MEAN, IMAGENET_STD, decode_array, threads
 from biqabench_plugins.qpt.degradations import DegradationConfig, Recipe, degrade_batch, sample_distinct
 
 log = logging.getLogger(__name__)
