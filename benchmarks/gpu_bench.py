@@ -16,7 +16,7 @@ Rows (each on the one GPU, in this process, so the figures share the machine's s
   against the bf16 matmul rate measured in the same run.
 
 ``--dry-run`` runs every row on CPU at toy sizes (tiny backbone, a few images, seconds): it
-checks the plumbing only, and its figures mean nothing.  ``tests/test_gpu_check.py`` runs it.
+checks the plumbing only, and its figures mean nothing.  ``tests/benchmarks/test_gpu_check.py`` runs it.
 
     python benchmarks/gpu_bench.py [--dry-run] [--junit FILE] [--json FILE]
 """

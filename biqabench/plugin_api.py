@@ -9,7 +9,7 @@ Hooks and specs are the contract (docs/plugins.md); the helpers below are the on
 plugins use: errors and YAML config, atomic I/O, device and distributed runtime, the training
 loop's checkpoints and divergence guard, the weights store, and the dataset readers' helpers.
 Names are imported on first use, so importing this module costs nothing (a dataset plugin that
-only reads tables never imports torch).  A test (tests/test_code_rules.py) keeps the bundled
+only reads tables never imports torch).  A test (tests/system/test_code_rules.py) keeps the bundled
 plugins to this module.
 """
 

@@ -20,8 +20,7 @@ TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_s
 #: Source of a third-party plugin module registering a linear head; NAME is the head's name.
 HEAD_PLUGIN = """
 import torch
-from biqabench.components.hookspecs import hookimpl
-from biqabench.components.heads import HeadSpec, IQAHead, Recipe
+from biqabench.plugin_api import HeadSpec, IQAHead, TrainRecipe, hookimpl
 
 class Head(IQAHead):
     def __init__(self, backbone, recipe):
@@ -32,7 +31,7 @@ class Head(IQAHead):
 
 @hookimpl
 def register_heads(register):
-    register(HeadSpec("NAME", Head, Recipe(patch_size=32)))
+    register(HeadSpec("NAME", Head, TrainRecipe(patch_size=32)))
 """
 
 

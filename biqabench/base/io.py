@@ -154,14 +154,6 @@ def torch_save_into(obj: Any, out: WriteRecorder) -> None:
         raise
 
 
-def save_torch(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically (checkpoints survive an interrupt or a full disk during the write)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch_save_into(obj, WriteRecorder(f))
-    return Path(path)
-
-
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                      metadata: dict[str, str] | None = None) -> Path:
     """Write a .safetensors file atomically.

@@ -11,6 +11,13 @@ Both tests come from scipy: the interval is ``scipy.stats.bootstrap`` (percentil
 2000 resamples) and the p-value ``scipy.stats.wilcoxon`` (two-sided, exact for small samples).
 With 5 splits the smallest two-sided Wilcoxon p-value possible is 0.0625, with 10 it is 0.002:
 five splits can show a direction, not significance at 5%.
+
+This is the one home of paired statistics: ``results compare``, the benchmark's gain table
+(:mod:`biqabench.evaluation.compare`) and ``make demo``'s last table all come from here.  The
+edge cases, decided once (docs/protocol.md, "Comparing two runs"): a pair with a NaN on either side
+is dropped; zero deltas are dropped before ranking (scipy's ``zero_method="wilcox"``); no finite
+pair gives p = NaN (nothing was measured); fewer than two non-zero deltas give p = 1.0 (no
+evidence of a difference: n non-zero deltas cannot reach a two-sided p below 2 / 2**n).
 """
 
 from __future__ import annotations
@@ -53,15 +60,16 @@ def bootstrap_ci(values, confidence: float = CONFIDENCE, n_resamples: int = N_RE
 
 
 def wilcoxon_p(deltas) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired deltas (1.0 when every delta is zero)."""
+    """Two-sided Wilcoxon signed-rank p-value of paired deltas: NaN deltas and zero deltas are
+    left out; NaN with no finite delta; 1.0 with fewer than two non-zero deltas."""
     d = _finite(deltas)
     if d.size == 0:
         return math.nan
-    if np.all(d == 0):
+    if np.count_nonzero(d) < 2:
         return 1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sample size too small for normal approximation"
-        return float(_stats.wilcoxon(d, alternative="two-sided").pvalue)
+        return float(_stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
 def paired_test(baseline: Sequence[float], other: Sequence[float], seed: int = BOOT_SEED) -> dict:

@@ -52,10 +52,6 @@ class TrainRecipe:
     options: dict = field(default_factory=dict)  # head-specific extras
 
 
-#: The old name of :class:`TrainRecipe`, kept so plugins written against it keep working.
-Recipe = TrainRecipe
-
-
 def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     """Catch values no training run can use (0 epochs, a negative learning rate...) before any
     work starts, naming the key; head-specific settings are checked by the head itself."""

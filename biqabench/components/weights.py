@@ -382,13 +382,6 @@ def _no_such_weights(spec: str, backbone_name: str, store: WeightsStore) -> None
     )
 
 
-def resolve_state_dict(spec: str, backbone_name: str,
-                       store: WeightsStore | None = None) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """``--weights`` value -> (state_dict or None for random, human-readable source)."""
-    resolved = resolve_weights(spec, backbone_name, store)
-    return resolved.state, resolved.source
-
-
 def load_weights(model: nn.Module, spec: str, backbone_name: str | None = None,
                  store: WeightsStore | None = None) -> LoadReport:
     """Resolve ``spec`` and load it into ``model`` (a backbone) in place."""

@@ -78,11 +78,6 @@ def _photo_path(name: str) -> Path:
     return Path(skimage.data.__file__).parent / PHOTOS[name]
 
 
-def photo_names() -> list[str]:
-    """Every embedded photo's name (scikit-image's and matplotlib's)."""
-    return [*PHOTOS, *MPL_PHOTOS]
-
-
 def load_photo(name: str, short_side: int | None = SHORT_SIDE) -> Image.Image:
     """One bundled photo as an RGB PIL image (read from the installed packages' files: nothing
     downloads), scaled (Lanczos) so its short side is ``short_side`` (None: as stored)."""

@@ -169,22 +169,13 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def paired_gain_text(df: pd.DataFrame, baseline: str) -> str:
-    """The gain split by split (every job of a matrix uses the same seeds, hence the same splits):
-    median delta, its bootstrap CI and the Wilcoxon p-value (:mod:`biqabench.evaluation.compare`)."""
-    from biqabench.evaluation.compare import paired_gain
-    from biqabench.results import render
-
-    table = paired_gain(df, baseline)
-    if table.empty:
-        return ""
-    return (f"\n## Paired gain per split (vs {baseline})\n\n" + render(table, "markdown")
-            + "\n\nmedian of per-split deltas; 95% CI: percentile bootstrap (scipy.stats.bootstrap); "
-              "Wilcoxon: two-sided signed-rank p-value of the per-split deltas.\n")
+GAIN_NOTE = ("\n\nmedian of per-split deltas; 95% CI: percentile bootstrap (scipy.stats.bootstrap); "
+             "Wilcoxon: two-sided signed-rank p-value of the per-split deltas (biqabench.base.stats).\n")
 
 
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
-    from biqabench.results import paper_table, render, weight_gain
+    from biqabench.evaluation.compare import paired_gain
+    from biqabench.results import paper_table, render
 
     folder = (root or results_root() / "benchmarks") / matrix.name
     df = collect(matrix, root)
@@ -192,13 +183,12 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
         return df
     table = paper_table(df)
     baseline = matrix.baseline or matrix.weights[0]
-    try:
-        gain_text = render(weight_gain(df, baseline=baseline), "markdown")
-    except BiqaError as exc:  # e.g. the baseline's jobs have not finished (yet)
-        gain_text = f"(not available: {exc})"
+    gain = paired_gain(df, baseline)
+    gain_text = render(gain, "markdown") + GAIN_NOTE if not gain.empty else \
+        f"(not available: no finished jobs of the baseline weights {baseline} to pair with)\n"
     parts = [f"# {matrix.name}\n", f"Median over {matrix.base.splits} splits; backbone {matrix.base.backbone}; "
              f"protocol {matrix.base.protocol}.\n", render(table, "markdown"),
-             f"\n\n## Gain from swapping weights (vs {baseline})\n", gain_text, "\n", paired_gain_text(df, baseline)]
+             f"\n\n## Gain from swapping weights, paired by split (vs {baseline})\n", gain_text]
     io.write_text(folder / "table.md", "\n".join(parts))
     io.write_text(folder / "table.tex", render(table, "latex"))
     io.write_text(folder / "table.csv", render(table, "csv"))

@@ -35,7 +35,7 @@ def plan_splits(cfg: "EvalConfig | ProbeConfig", table: "IQATable", run_path: Pa
     from biqabench.data.splitfiles import load_run_splits, run_split_files
 
     if run_path is not None and run_split_files(run_path):
-        seeds = results.read_manifest(run_path).get("seeds")
+        seeds = results.RunFolder(run_path).read_manifest().get("seeds")
         return load_run_splits(run_path, table, seeds), "own files"
     if cfg.splits_from:
         try:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from biqabench.model.scoring import IMAGE_SUFFIXES, collect_images  # noqa: F401 - the old home of these names
-
 
 def predict(model, inputs: str | Path | list[str | Path], *, device: str = "auto", precision: str = "auto",
             progress: bool = True, skip_bad: bool = False, split: int = 0) -> pd.DataFrame:

@@ -448,45 +448,99 @@ def open_run(run: str | os.PathLike, root: str | os.PathLike | None = None) -> R
     return RunFolder(run) if Path(run).is_dir() else RunFolder(load_run(run, root).path)
 
 
-# Function forms of the RunFolder methods, for callers holding a path.
-def new_run_dir(kind: str, label: str, root: str | os.PathLike | None = None) -> Path:
-    """Create and return a fresh run folder (see :meth:`RunFolder.create`)."""
-    return RunFolder.create(kind, label, root).path
+class Run(RunFolder):
+    """A run folder read back: manifest (read once), metrics (all splits, cached), predictions."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path)
+        self.manifest = self.read_manifest()
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, status={self.status!r})"
+
+    @property
+    def status(self) -> str:
+        """"finished", "failed", "interrupted", or "incomplete" (still running, or died silently)."""
+        s = self.manifest.get("status")
+        return s if s in ("finished", "failed", "interrupted") else "incomplete"
+
+    @functools.cached_property
+    def metrics(self) -> pd.DataFrame:
+        return self.read_metrics()
+
+    def predictions(self) -> pd.DataFrame:
+        return self.read_predictions()
+
+    def summary(self) -> pd.DataFrame:
+        return summarize(self.metrics)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.manifest.get(key, default)
+
+    def sets(self, which: str) -> list[str]:
+        """Train or test sets: those in the metrics (what was evaluated), then any others the
+        manifest planned (a run still going, or one that stopped early)."""
+        names: list[str] = []
+        col = f"{which}_set"
+        if col in self.metrics.columns:
+            names = [str(x) for x in pd.unique(self.metrics[col].dropna())]
+        for key in (f"{which}_sets", f"{which}_set", which):
+            v = self.manifest.get(key)
+            if v:
+                planned = [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+                names += [x for x in planned if x not in names]
+                break
+        return names
+
+    @property
+    def label(self) -> str:
+        """Short name for table columns: ``head/weights/backbone`` when known, else the label or the id."""
+        return run_label(self)
 
 
-def read_manifest(run_dir: str | os.PathLike) -> dict:
-    return RunFolder(run_dir).read_manifest()
+def run_label(run) -> str:
+    """``head/weights/backbone`` (a weights path shows as its file stem)."""
+    head, weights, backbone = run.get("head"), run.get("weights"), run.get("backbone")
+    if not (head and weights):
+        return str(run.get("label") or run.id)
+    w = Path(str(weights)).stem if "/" in str(weights) or "\\" in str(weights) else str(weights)
+    return "/".join(str(x) for x in (head, w, backbone) if x)
 
 
-def write_manifest(run_dir: str | os.PathLike, **fields: Any) -> dict:
-    return RunFolder(run_dir).write_manifest(**fields)
+def run_ids(parent: Path) -> list[str]:
+    if not parent.is_dir():
+        return []
+    return sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def mark_finished(run_dir: str | os.PathLike, **fields: Any) -> dict:
-    return RunFolder(run_dir).mark_finished(**fields)
+def load_run(id_or_path: str | os.PathLike | Run, root: str | os.PathLike | None = None) -> Run:
+    """A run by folder path, full id, unique id prefix, unique id fragment, or ``latest``."""
+    if isinstance(id_or_path, Run):
+        return id_or_path
+    if isinstance(id_or_path, RunFolder):
+        return Run(id_or_path.path)
+    if RunFolder(id_or_path).looks_like_run():
+        return Run(id_or_path)
+    parent = runs_root(root)
+    ids = run_ids(parent)
+    query = str(id_or_path)
+    if not ids:
+        raise BiqaError(f"no runs in {parent}; run `biqabench eval` first, or point --root at the results folder")
+    if query == "latest":
+        return Run(parent / ids[-1])
+    if query in ids:
+        return Run(parent / query)
+    for matches in ([i for i in ids if i.startswith(query)], [i for i in ids if query in i]):
+        if len(matches) == 1:
+            return Run(parent / matches[0])
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (f" (+{len(matches) - 5} more)" if len(matches) > 5 else "")
+            raise BiqaError(f"'{query}' matches {len(matches)} runs in {parent}: {shown}; give more of the id")
+    close = difflib.get_close_matches(query, ids, n=3, cutoff=0.4) or ids[-3:]
+    raise BiqaError(f"no run '{query}' in {parent}; did you mean: {', '.join(close)}? "
+                    f"(see: biqabench results list)")
 
 
-def write_predictions(run_dir: str | os.PathLike, df: pd.DataFrame, split: Any | None = None) -> Path:
-    return RunFolder(run_dir).write_predictions(df, split)
-
-
-def write_metrics(run_dir: str | os.PathLike, df: pd.DataFrame, split: Any | None = None) -> Path:
-    return RunFolder(run_dir).write_metrics(df, split)
-
-
-def completed_splits(run_dir: str | os.PathLike) -> list[str]:
-    return RunFolder(run_dir).completed_splits()
-
-
-def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return RunFolder(run_dir).read_metrics()
-
-
-def read_predictions(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return RunFolder(run_dir).read_predictions()
-
-
-def write_summary(run_dir: str | os.PathLike, metrics_df: pd.DataFrame | None = None,
-                  meta: dict | None = None) -> Path:
-    """Write ``summary.md``: what the run was, then per test set the median SRCC/PLCC over splits."""
-    return RunFolder(run_dir).write_summary(metrics_df, meta)
+def open_run(run: str | os.PathLike, root: str | os.PathLike | None = None) -> RunFolder:
+    """A folder path as given (even an empty one), else a run found by id as :func:`load_run` does."""
+    return RunFolder(run) if Path(run).is_dir() else RunFolder(load_run(run, root).path)

@@ -73,7 +73,7 @@ DISTORTIONS: dict[str, tuple[float, ...]] = {
 GRID, FAITHFUL_WITHIN, MAX_OVERLAP, MAX_CROPS = 16, 7.0, 0.25, 8
 
 #: The windows :func:`select_contents` picks, written out so that a build takes seconds (the
-#: search takes about a minute); ``tests/test_data_embedded.py`` checks that the rule still picks them.
+#: search takes about a minute); ``tests/data/test_embedded.py`` checks that the rule still picks them.
 CONTENTS: dict[str, list[tuple[str, int, int]]] = {
     "demo-a": [
         ("astronaut", 0, 128), ("astronaut", 64, 64), ("astronaut", 0, 0), ("camera", 80, 64),

@@ -522,7 +522,3 @@ def space_size(cfg: DegradationConfig | None = None, level: str = "params") -> i
     s2 = _stage_count(cfg, cfg.stage2, level)
     chains = sum(s1 * s2 ** (n - 1) for n, p in enumerate(cfg.order_probs, start=1) if p > 0)
     return chains * _final_count(cfg, level)
-
-
-def sample_recipes(cfg: DegradationConfig, rng: np.random.Generator, n: int) -> list[Recipe]:
-    return [sample_recipe(cfg, rng) for _ in range(n)]
