@@ -92,6 +92,8 @@ def test_wheel_builds_without_packaging_warnings_and_ships_presets_and_licenses(
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for head in HEADS:
         assert {f"biqabench_plugins/{head}/presets/cpu.yaml", f"biqabench_plugins/{head}/presets/paper.yaml"} <= names
+    modules = {str(p.relative_to(REPO)) for d in ("biqabench",) for p in (REPO / d).rglob("*.py")}
+    assert modules <= names, f"modules missing from the wheel (pyproject's packages): {sorted(modules - names)}"
     assert {n.rsplit("/", 1)[-1] for n in names if "/licenses/" in n} == {"LICENSE", "NOTICE"}
     assert "License-Expression: MIT" in metadata.splitlines()
 

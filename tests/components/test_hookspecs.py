@@ -1,4 +1,4 @@
-"""Every hook must be documented for plugin authors (a new hook without docs fails here)."""
+"""Every hook, and every member of the head contract, is documented for plugin authors."""
 
 import inspect
 from pathlib import Path
@@ -17,3 +17,17 @@ def test_every_hook_is_documented():
     assert not missing, f"hooks missing from docs/plugins.md: {missing}"
     for h in hooks:
         assert getattr(hookspecs, h).__doc__, f"{h} has no docstring"
+
+
+def test_every_member_of_the_head_contract_is_documented():
+    """docs/plugins.md, "The head contract", names every member IQAHead adds to nn.Module."""
+    import torch
+
+    from biqabench.components.heads import IQAHead
+
+    members = {n for n in vars(IQAHead) if not n.startswith("_") and n not in vars(torch.nn.Module)}
+    assert {"cache_features", "score_features", "scores_features", "loss_features", "feature_channels",
+            "standardizes_features"} <= members
+    text = DOC.read_text().split("## The head contract", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(m for m in members if f"`{m}" not in text)
+    assert not missing, f"IQAHead members missing from docs/plugins.md's head contract: {missing}"
