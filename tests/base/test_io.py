@@ -122,10 +122,15 @@ def test_ctrl_c_right_after_the_temporary_is_made_leaves_nothing(tmp_path, monke
         return made
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        bio.write_text(tmp_path / "metrics.csv", "a,b\n")
-        for _ in range(1000):  # unguarded, the interrupt would surface here, after a leak
-            pass
+    # Python's own Ctrl-C handler, also when the test process inherited SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bio.write_text(tmp_path / "metrics.csv", "a,b\n")
+            for _ in range(1000):  # unguarded, the interrupt would surface here, after a leak
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

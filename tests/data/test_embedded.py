@@ -49,7 +49,7 @@ def test_demo_set_builds_from_a_clean_cache(tmp_path, monkeypatch):
 
 def _rows(name):
     table = load_dataset(name)
-    return list(csv.DictReader(open(table.paths[0].parents[2] / "labels.csv", encoding="utf-8")))
+    return list(csv.DictReader(open(table.paths[0].parents[1] / "labels.csv", encoding="utf-8")))
 
 
 def test_pseudo_mos_is_one_number_per_level_on_every_content():

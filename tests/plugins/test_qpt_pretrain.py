@@ -203,11 +203,15 @@ def test_interrupted_run_resumes_onto_the_uninterrupted_curve(tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: finish the step, checkpoint, stop
 
-    with pytest.raises(Interrupted, match="step 3"):
-        run_qpt(request(tmp_path / "b", data), on_step=interrupt)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a shell (a background job ignores it)
+    try:
+        with pytest.raises(Interrupted, match="step 3"):
+            run_qpt(request(tmp_path / "b", data), on_step=interrupt)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, before)
     state = io.load_torch(tmp_path / "b" / "run" / "checkpoint.pt")
     assert state["step"] == 3 and len(state["losses"]) == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     resumed = run_qpt(request(tmp_path / "b", data, resume=True))
     losses = json.loads((tmp_path / "b" / "run" / "losses.json").read_text())["losses"]
     assert len(losses) == len(reference) == 6

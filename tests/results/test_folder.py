@@ -305,11 +305,8 @@ def cli():
     from typer.testing import CliRunner
 
     from biqabench.cli import app
-    from biqabench.cli.results import register
 
-    register(app)
-    register(app)  # a second registration (the lead's wiring plus ours) is harmless
-    assert [g.name for g in app.registered_groups].count("results") == 1
+    assert [g.name for g in app.registered_groups].count("results") == 1  # attached once, by cli/root.py
     runner = CliRunner()
     return lambda *args: runner.invoke(app, list(args))
 
@@ -340,10 +337,8 @@ def test_cli_list_show_compare(cli, two_runs):
 
 
 def test_cli_unknown_run_is_a_one_line_error(two_runs, capsys):
-    from biqabench.cli import app, main
-    from biqabench.cli.results import register
+    from biqabench.cli import main
 
-    register(app)
     root, _, _ = two_runs
     with pytest.raises(SystemExit) as exc:
         main(["results", "show", "no-such-run", "--root", str(root)])

@@ -22,7 +22,7 @@ from conftest import TINY_RECIPE, invoke_cli, make_fake_distribution
 
 IMPORT_ERROR = "import not_a_module_anywhere\n" + HEAD.replace("NAME", "never-seen")
 HOOK_RAISES = """
-from biqabench.components.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 @hookimpl
 def register_heads(register):
     register("half-registered", object())
@@ -35,10 +35,10 @@ def build_fails(backbone, recipe):
 
 @hookimpl(specname="register_heads")
 def register_more(register):
-    register(HeadSpec("explodes-build", build_fails, Recipe(patch_size=32)))
+    register(HeadSpec("explodes-build", build_fails, TrainRecipe(patch_size=32)))
 """
 COMMANDS_RAISE = """
-from biqabench.components.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 @hookimpl
 def register_commands(cli):
     raise RuntimeError("boom in register_commands")
