@@ -82,7 +82,8 @@ def main() -> int:
         return 0
     diffs = compare(args.out, args.against)
     n = sum(1 for p in args.against.rglob("*") if p.is_file())
-    print("\n".join(diffs) if diffs else f"byte-identical: {n} files ({', '.join(KEPT)}, split files) of eval and probe")
+    same = f"byte-identical: {n} files ({', '.join(KEPT)}, split files) of eval and probe"
+    print("\n".join(diffs) if diffs else same)
     return 1 if diffs else 0
 
 

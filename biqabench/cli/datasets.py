@@ -1,4 +1,5 @@
-"""``biqabench datasets list | check``: the dataset readers, and what a dataset folder holds and what is wrong with it."""
+"""``biqabench datasets list | check``: the dataset readers; what a dataset folder holds, and what is
+wrong with it."""
 
 from __future__ import annotations
 

@@ -55,3 +55,14 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "biqabench", "backbones", "list"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "resnet50" in out.stdout
+
+
+def test_importing_the_cli_loads_no_plugin_and_no_torch():
+    """The app is built on first use (biqabench.cli.app / main), not at import."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, biqabench.cli; "
+             "print(sorted(m for m in sys.modules if m.startswith('biqabench_plugins') or m == 'torch'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
