@@ -21,8 +21,7 @@ TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_s
 #: Source of a third-party plugin module registering a linear head; NAME is the head's name.
 HEAD_PLUGIN = """
 import torch
-from biqabench.hookspecs import hookimpl
-from biqabench.heads import HeadSpec, IQAHead, Recipe
+from biqabench.plugin_api import HeadSpec, IQAHead, TrainRecipe, hookimpl
 
 class Head(IQAHead):
     def __init__(self, backbone, recipe):
@@ -33,7 +32,7 @@ class Head(IQAHead):
 
 @hookimpl
 def register_heads(register):
-    register(HeadSpec("NAME", Head, Recipe(patch_size=32)))
+    register(HeadSpec("NAME", Head, TrainRecipe(patch_size=32)))
 """
 
 
@@ -117,7 +116,7 @@ def forwarded_options(monkeypatch, module, name: str, args: list[str]) -> dict:
     from typer.testing import CliRunner
 
     from biqabench.cli import app
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
 
     seen = {}
 
@@ -135,7 +134,7 @@ def forwarded_options(monkeypatch, module, name: str, args: list[str]) -> dict:
 def tiny_model_run(tmp_path_factory):
     """A finished one-split eval run of the linear head on the tiny backbone (seconds of training),
     for the tests of load_model / score / export / test."""
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
     cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=1, recipe="cpu",

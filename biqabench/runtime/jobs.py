@@ -153,7 +153,7 @@ class ChildTask:
 def distributed_environment() -> dict[str, str]:
     """``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from submitit's
     :class:`~submitit.JobEnvironment` (empty for a one-task job).  ``CUDA_VISIBLE_DEVICES`` is
-    left alone: :func:`biqabench.distributed.process_group` picks GPU ``LOCAL_RANK``."""
+    left alone: :func:`biqabench.runtime.distributed.process_group` picks GPU ``LOCAL_RANK``."""
     from submitit.helpers import TorchDistributedEnvironment
 
     dist = TorchDistributedEnvironment()

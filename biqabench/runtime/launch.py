@@ -20,7 +20,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 #: Overrides the number of GPUs torch reports (``BIQABENCH_GPUS=2``): use fewer, or fake some in tests.
 GPUS_ENV = "BIQABENCH_GPUS"

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from biqabench import io
-from biqabench.errors import BiqaError
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
 from biqabench.runtime.jobs import ChildTask
 from biqabench.runtime.launch import SlurmOptions
 
