@@ -37,7 +37,7 @@ TITLES = {"moco": "MoCo v2", "arniqa": "ARNIQA", "bnstats": "bnstats"}
 
 
 def method_class(name: str):
-    from biqabench.plugins import registry
+    from biqabench.components.plugins import registry
 
     return registry("pretrainers").get(name).method_class()
 
@@ -52,7 +52,7 @@ def _crops(cfg, step: int, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
 
 def _trainers(name: str, backbone: str, batch: int, seed: int):
     """(ours: bf16 + channels_last, reference: the same initial model in fp32 NCHW), and the config."""
-    from biqabench.device import Runtime, get_runtime
+    from biqabench.runtime.device import Runtime, get_runtime
     from biqabench.training.pretraining import PretrainTrainer
 
     method = method_class(name)
@@ -102,7 +102,7 @@ def measure_step(name: str, backbone: str = "resnet50", batch: int = 16, steps: 
 
 def measure_pipeline(name: str, backbone: str = "resnet50", batch: int = 16, steps: int = 8, workers: int = 2,
                      seed: int = 0, progress: bool = True, precision: str = "auto") -> Result:
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench.training import pretrain_data as pdata
     from biqabench.training.pretraining import PretrainTrainer
 

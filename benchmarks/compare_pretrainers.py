@@ -46,9 +46,10 @@ def _cpu_seconds() -> float:
 
 def pretrain(name: str, a, out: Path) -> dict:
     """One strategy's CPU-preset pretraining (kept in ``out/pretrain/<name>``); its record."""
-    from biqabench.plugins import registry
-    from biqabench.pretrain import PretrainRequest
-    from biqabench.weights import WeightsStore
+    from biqabench.components.plugins import registry
+    from biqabench.components.pretrain import PretrainRequest
+    from biqabench.components.weights import WeightsStore
+    from biqabench.training.pretraining import run_spec
 
     run_dir, done = out / "pretrain" / name, out / "pretrain" / name / "done.json"
     if done.is_file():
@@ -57,7 +58,7 @@ def pretrain(name: str, a, out: Path) -> dict:
     resume = (run_dir / "checkpoint.pt").is_file()
     print(f"pretraining {name}: {a.backbone}, {a.steps} steps, seed {a.seed}{' (resuming)' if resume else ''}",
           flush=True)
-    record = registry("pretrainers").get(name)(PretrainRequest(
+    record = run_spec(registry("pretrainers").get(name), PretrainRequest(
         backbone=a.backbone, data=str(a.data), steps=a.steps, seed=a.seed, run_dir=run_dir, resume=resume,
         store=WeightsStore(out / "weights"), device="cpu", precision=a.precision, progress=not a.quiet))
     info = {"name": name, "weights": str(record.file), "steps": record.extra.get("steps"),
@@ -72,7 +73,7 @@ def probe(label: str, weights: str, a, out: Path) -> list[float]:
     """``biqabench probe`` of ``weights`` (kept in ``out/probes/<label>``); the per-split test SRCC."""
     import pandas as pd
 
-    from biqabench.probe import ProbeConfig, run_probe
+    from biqabench.evaluation.probe import ProbeConfig, run_probe
 
     run_dir = out / "probes" / label
     manifest = run_dir / "manifest.json"
@@ -90,7 +91,7 @@ def table(srcc: dict[str, list[float]], runs: dict[str, dict]):
     import pandas as pd
     from scipy.stats import wilcoxon
 
-    from biqabench.metrics import aggregate
+    from biqabench.base.metrics import aggregate
 
     base = np.asarray(srcc.get(BASELINE, []))
     rows = []

@@ -32,8 +32,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from biqabench import distributed
-from biqabench.backbones import Backbone
+from biqabench.components.backbones import Backbone
+from biqabench.runtime import distributed
 
 
 @torch.no_grad()

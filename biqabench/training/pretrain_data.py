@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from biqabench.base.errors import BiqaError
 from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
-from biqabench.device import threads
-from biqabench.errors import BiqaError
+from biqabench.runtime.device import threads
 
 log = logging.getLogger(__name__)
 

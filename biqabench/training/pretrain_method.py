@@ -16,7 +16,7 @@ on a shared base) that says
 * :meth:`Pretrainer.loss`: the loss of one step (and diagnostics);
 * :meth:`Pretrainer.after_step`: momentum encoders, queues.
 
-Register it with ``PretrainerSpec(name=..., method=MyPretrainer)`` (:mod:`biqabench.pretrain`).
+Register it with ``PretrainerSpec(name=..., method=MyPretrainer)`` (:mod:`biqabench.components.pretrain`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from biqabench import distributed
-from biqabench.config import load_yaml, override
-from biqabench.errors import BiqaError
-from biqabench.optimizers import check_optimizer
+from biqabench.base.config import load_yaml, override
+from biqabench.base.errors import BiqaError
+from biqabench.components.optimizers import check_optimizer
+from biqabench.runtime import distributed
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ SCHEDULES = ("cosine", "constant")
 class OptimConfig:
     """The optimiser, linear warm-up then cosine decay (MoCo v2's schedule).
 
-    ``optimizer`` is a name of :data:`biqabench.optimizers.OPTIMIZERS`: ``sgd``, ``lars`` (per-tensor
+    ``optimizer`` is a name of :data:`biqabench.components.optimizers.OPTIMIZERS`: ``sgd``, ``lars`` (per-tensor
     trust ratio ``trust_coeff``), ``adamw``...  The defaults are QPT's CPU demo (LARS, docs/qpt.md).
     """
 
@@ -69,7 +69,7 @@ class PretrainConfig:
     crop_size: int = 128         # pristine crop each image gives (views are cut from it)
     patch_size: int = 32         # side of the views the network sees
     workers: int = 1             # DataLoader processes decoding images (and building batches)
-    threads: int = 1             # CPU intra-op threads; 0: auto (biqabench.device.choose_threads)
+    threads: int = 1             # CPU intra-op threads; 0: auto (biqabench.runtime.device.choose_threads)
     checkpoint_every: int = 20
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -153,7 +153,7 @@ class Pretrainer:
     @classmethod
     def create(cls, cfg: PretrainConfig, backbone: str, *, seed: int = 0, rank: int = 0, world: int = 1) -> "Pretrainer":
         """A fresh random ``backbone`` (same initialisation in every process) in this strategy's model."""
-        from biqabench.backbones import create_backbone
+        from biqabench.components.backbones import create_backbone
 
         torch.manual_seed(seed)
         net = create_backbone(backbone, weights="random")
@@ -223,7 +223,7 @@ class Pretrainer:
     def presets(cls) -> dict[str, Path]:
         if not cls.presets_package:
             return {}
-        from biqabench.heads import presets_in
+        from biqabench.components.heads import presets_in
 
         return presets_in(cls.presets_package)
 

@@ -3,16 +3,16 @@
 A strategy is a :class:`~biqabench.training.pretrain_method.Pretrainer` subclass; this module does
 the rest (issue 23):
 
-* runtime: device, precision, CPU threads and ``--compile`` (:mod:`biqabench.device`);
+* runtime: device, precision, CPU threads and ``--compile`` (:mod:`biqabench.runtime.device`);
 * data: step-indexed batches built in DataLoader workers (:mod:`biqabench.training.pretrain_data`);
-* the optimiser (:mod:`biqabench.optimizers`: SGD, LARS, AdamW...) with linear warm-up and cosine
+* the optimiser (:mod:`biqabench.components.optimizers`: SGD, LARS, AdamW...) with linear warm-up and cosine
   decay (:func:`~biqabench.training.pretrain_method.lr_at`);
 * one step: autocast -> NaN guard -> grad scaler -> optimiser step, the same helper as the
-  fine-tuning loop (:meth:`biqabench.divergence.NanGuard.backward_step`), then the strategy's
+  fine-tuning loop (:meth:`biqabench.training.divergence.NanGuard.backward_step`), then the strategy's
   ``after_step``;
 * long runs are safe to stop: checkpoints are written atomically every ``checkpoint_every`` steps
-  (:mod:`biqabench.checkpoint`: verified, the previous one kept, so even a SIGKILL mid-write loses
-  nothing), and Ctrl-C / SIGTERM only set a flag (:mod:`biqabench.interrupt`): the step finishes, a
+  (:mod:`biqabench.training.checkpoint`: verified, the previous one kept, so even a SIGKILL mid-write loses
+  nothing), and Ctrl-C / SIGTERM only set a flag (:mod:`biqabench.runtime.interrupt`): the step finishes, a
   checkpoint is written and the process exits; ``--resume`` then continues with exactly the losses
   the uninterrupted run would have had (batches are functions of (seed, step); model, optimiser,
   queues and RNG states are in the checkpoint);
@@ -36,24 +36,27 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from biqabench import checkpoint as ckpt
-from biqabench import distributed, io
-from biqabench.device import Runtime, choose_threads, get_runtime, threads
-from biqabench.divergence import NanGuard, check_policy
-from biqabench.errors import BiqaError
-from biqabench.interrupt import Interrupted, StopFlag
-from biqabench.optimizers import build_optimizer
-from biqabench.paths import results_root
-from biqabench.plots import loss_curve
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import results_root
+from biqabench.base.plots import loss_curve
+from biqabench.components.optimizers import build_optimizer
+from biqabench.components.plugins import registry
+from biqabench.components.pretrain import PretrainerSpec, PretrainRequest
+from biqabench.components.weights import WeightsRecord, WeightsStore
+from biqabench.runtime import distributed
+from biqabench.runtime.device import Runtime, choose_threads, get_runtime, threads
+from biqabench.runtime.interrupt import Interrupted, StopFlag
+from biqabench.training import checkpoint as ckpt
+from biqabench.training.divergence import NanGuard, check_policy
 from biqabench.training.pretrain_data import (CropDataset, StepBatches, StepSampler, Views, default_data, list_images,
                                               low_priority_worker)
 from biqabench.training.pretrain_method import Pretrainer, lr_at
-from biqabench.weights import WeightsRecord, WeightsStore
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-__all__ = ["PretrainTrainer", "run_pretraining", "Interrupted", "CHECKPOINT", "resume_meta"]
+__all__ = ["PretrainTrainer", "run_pretraining", "run_spec", "pretrain", "Interrupted", "CHECKPOINT", "resume_meta"]
 
 
 class PretrainTrainer:
@@ -161,6 +164,18 @@ class RunContext:
 def run_folder(name: str, request) -> Path:
     folder = f"{name}-{request.backbone.replace('/', '--')}"  # timm/resnet50: one folder, not two
     return Path(request.run_dir) if request.run_dir else results_root() / "pretrain" / folder
+
+
+def run_spec(spec: PretrainerSpec, request: PretrainRequest, **options: Any) -> WeightsRecord:
+    """Run a registered pretrainer: its :class:`Pretrainer` class on the core loop, or the whole
+    loop of its own (``PretrainerSpec.run``).  ``options`` go to :func:`run_pretraining`."""
+    cls = spec.method_class()
+    return spec.run(request) if cls is None else run_pretraining(cls, request, **options)
+
+
+def pretrain(name: str = "qpt", **options) -> WeightsRecord:
+    """Run pretrainer ``name`` (e.g. ``pretrain("qpt", backbone="resnet18", steps=50)``)."""
+    return run_spec(registry("pretrainers").get(name), PretrainRequest(**options))
 
 
 def run_pretraining(method_type: type[Pretrainer], request, *,

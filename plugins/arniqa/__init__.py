@@ -7,7 +7,7 @@ only, and where we follow and where we deviate is written in ``pretrainer.py``,
 
 from __future__ import annotations
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 REFERENCE = ("L. Agnolucci, L. Galteri, M. Bertini, A. Del Bimbo. ARNIQA: Learning Distortion Manifold for "
              "Image Quality Assessment. WACV 2024")
@@ -15,7 +15,7 @@ REFERENCE = ("L. Agnolucci, L. Galteri, M. Bertini, A. Del Bimbo. ARNIQA: Learni
 
 @hookimpl
 def register_pretrainers(register):
-    from biqabench.pretrain import PretrainerSpec
+    from biqabench.plugin_api import PretrainerSpec
 
     register(PretrainerSpec(
         name="arniqa", method="biqabench_plugins.arniqa.pretrainer:Arniqa", reference=REFERENCE,

@@ -41,10 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biqabench.errors import BiqaError
-from biqabench.training.contrastive import Encoder, Projector, nt_xent
-from biqabench.training.pretrain_data import Views, random_patches, step_generators
-from biqabench.training.pretrain_method import PretrainConfig, Pretrainer, fit_crop, request_values
+from biqabench.plugin_api import (BiqaError, Encoder, PretrainConfig, Pretrainer, Projector, Views, fit_crop, nt_xent,
+                                  random_patches, request_values, step_generators)
 from biqabench_plugins.arniqa.distortions import distort, sample_composition
 
 

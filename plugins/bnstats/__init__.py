@@ -10,12 +10,12 @@ trained network comes with statistics measured on photos.
 
 from __future__ import annotations
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 
 @hookimpl
 def register_pretrainers(register):
-    from biqabench.pretrain import PretrainerSpec
+    from biqabench.plugin_api import PretrainerSpec
 
     register(PretrainerSpec(
         name="bnstats", method="biqabench_plugins.bnstats.pretrainer:BNStats",

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from biqabench import distributed
-from biqabench.training.pretrain_data import Views, random_patches, step_generators
-from biqabench.training.pretrain_method import PretrainConfig, Pretrainer
+from biqabench.plugin_api import PretrainConfig, Pretrainer, Views, distributed, random_patches, step_generators
 
 
 @dataclass

@@ -8,7 +8,7 @@ and seed measures what the quality-aware pretext adds.
 
 from __future__ import annotations
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 REFERENCE = ("K. He, H. Fan, Y. Wu, S. Xie, R. Girshick. Momentum Contrast for Unsupervised Visual "
              "Representation Learning. CVPR 2020; X. Chen, H. Fan, R. Girshick, K. He. Improved Baselines "
@@ -17,7 +17,7 @@ REFERENCE = ("K. He, H. Fan, Y. Wu, S. Xie, R. Girshick. Momentum Contrast for U
 
 @hookimpl
 def register_pretrainers(register):
-    from biqabench.pretrain import PretrainerSpec
+    from biqabench.plugin_api import PretrainerSpec
 
     register(PretrainerSpec(
         name="moco", method="biqabench_plugins.moco.pretrainer:MoCo", reference=REFERENCE,

@@ -22,11 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from biqabench.errors import BiqaError
-from biqabench.training.contrastive import (Encoder, KeyQueue, Projector, info_nce_logits, momentum_update,
-                                            shuffled_forward)
-from biqabench.training.pretrain_data import Views, step_generators
-from biqabench.training.pretrain_method import PretrainConfig, Pretrainer
+from biqabench.plugin_api import (BiqaError, Encoder, KeyQueue, PretrainConfig, Pretrainer, Projector, Views,
+                                  info_nce_logits, momentum_update, shuffled_forward, step_generators)
 from biqabench_plugins.moco.augment import AugmentConfig, two_views
 
 

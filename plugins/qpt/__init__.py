@@ -8,7 +8,7 @@ the CLI fast.  The training loop is the core's (biqabench.training.pretraining).
 
 from __future__ import annotations
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 REFERENCE = ("K. Zhao, K. Yuan, M. Sun, M. Li, X. Wen. Quality-aware Pre-trained Models for Blind Image "
              "Quality Assessment. CVPR 2023")
@@ -16,7 +16,7 @@ REFERENCE = ("K. Zhao, K. Yuan, M. Sun, M. Li, X. Wen. Quality-aware Pre-trained
 
 @hookimpl
 def register_pretrainers(register):
-    from biqabench.pretrain import PretrainerSpec
+    from biqabench.plugin_api import PretrainerSpec
 
     register(PretrainerSpec(
         name="qpt", method="biqabench_plugins.qpt.pretrainer:QPT", reference=REFERENCE,

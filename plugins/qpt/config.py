@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from biqabench.errors import BiqaError
-from biqabench.training.pretrain_method import FROM_REQUEST, OptimConfig, PretrainConfig  # noqa: F401
-from biqabench.training.pretrain_method import RESUMABLE_CHANGES as _COMMON_RESUMABLE
-from biqabench.training.pretrain_method import fit_crop, request_values
-from biqabench.training.pretrain_method import load_config as _load
+from biqabench.plugin_api import FROM_REQUEST, BiqaError, OptimConfig, PretrainConfig  # noqa: F401
+from biqabench.plugin_api import PRETRAIN_RESUMABLE_CHANGES as _COMMON_RESUMABLE
+from biqabench.plugin_api import fit_crop, request_values
+from biqabench.plugin_api import load_pretrain_config as _load
 from biqabench_plugins.qpt.degradations import DegradationConfig, validate
 
 #: Settings that may change between an interrupted run and its --resume (the rest must match).
@@ -67,7 +66,7 @@ def validate_config(cfg: QPTConfig, where: str = "QPT config") -> QPTConfig:
 def load_config(path: str | os.PathLike | None = None, values: dict | None = None) -> QPTConfig:
     """Defaults (= presets/cpu.yaml), then a YAML file or a preset name (cpu, paper, photos), then
     ``values``; validated."""
-    from biqabench.heads import presets_in
+    from biqabench.plugin_api import presets_in
 
     presets = presets_in("biqabench_plugins.qpt")
     return _load(QPTConfig, path, values, validate=validate_config, title="QPT", presets=presets)

@@ -17,16 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from biqabench.device import threads
-from biqabench.errors import BiqaError
-from biqabench.training import pretrain_data as _core
-from biqabench.training.pretrain_data import (IMAGE_SUFFIXES, CropDataset, StepSampler, StreamSampler,  # noqa: F401
-                                              image_at, list_images, low_priority_worker, normalise,
-                                              step_generators, step_samples)
-from biqabench_plugins.qpt.degradations import DegradationConfig, Recipe, degrade_batch, sample_distinct
+from biqabench.plugin_api import (IMAGE_SUFFIXES, BiqaError, CropDataset, StepSampler, StreamSampler,  # noqa: F401
+                                  image_at, list_images, low_priority_worker, normalise, random_patches,
+                                  step_generators, step_samples, threads)
+from biqabench.plugin_api import StepBatches as _CoreStepBatches
+from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_distinct
 
 #: one patch per image at a random position (the core's; QPT's name for it)
-cut_patches = _core.random_patches
+cut_patches = random_patches
 
 
 @dataclass
@@ -110,7 +108,7 @@ class QPTViews:
         return dataclasses.replace(batch, samples=samples, noise_seed=noise_seed)
 
 
-class StepBatches(_core.StepBatches):
+class StepBatches(_CoreStepBatches):
     """Step number -> that step's batch: finished uint8 views with ``views`` (built in a worker),
     else ``(samples, crops)`` (the core's :class:`~biqabench.training.pretrain_data.StepBatches`)."""
 
@@ -118,8 +116,3 @@ class StepBatches(_core.StepBatches):
                  views: ViewSpec | None = None):
         super().__init__(crops, batch_size, seed, rank, world, build=QPTViews(views, seed) if views else None)
         self.views = views
-
-
-def recipes_of(batch: QPTBatch) -> list[list[Recipe]]:
-    """The batch's recipes as :class:`Recipe` objects (d1, d2... per image)."""
-    return [[Recipe.from_dict(d) for d in per_image] for per_image in (batch.recipes or [])]

@@ -49,8 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from biqabench.config import load_yaml, override
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError, load_yaml, override
 from biqabench_plugins.qpt.operators import (  # noqa: F401 - the operators, re-exported
     FFT_FROM, POISSON_NORMAL_FROM, _kernel_of, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize,
     blur_kernel, degrade_batch, is_separable, jpeg_codec, kernel_factors, poisson_levels, resize_matrix,
@@ -557,7 +556,3 @@ def space_figures(cfg: DegradationConfig | None = None) -> dict:
         "degradation_space_no_skip": fmt(space_size(no_skip, "types")),
         "degradation_space_params": fmt(space_size(cfg, "params")),
     }
-
-
-def sample_recipes(cfg: DegradationConfig, rng: np.random.Generator, n: int) -> list[Recipe]:
-    return [sample_recipe(cfg, rng) for _ in range(n)]

@@ -18,9 +18,8 @@ import copy
 import torch
 from torch import nn
 
-from biqabench.backbones import Backbone
-from biqabench.training.contrastive import (Encoder, KeyQueue, Projector, concat_all_gather,  # noqa: F401
-                                            momentum_update, shuffled_forward)
+from biqabench.plugin_api import (Backbone, Encoder, KeyQueue, Projector, concat_all_gather,  # noqa: F401
+                                  momentum_update, shuffled_forward)
 from biqabench_plugins.qpt.loss import qc_logits
 
 

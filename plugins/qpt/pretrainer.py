@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from biqabench.training.pretrain_data import default_data, step_generators  # noqa: F401 - default_data: API
-from biqabench.training.pretrain_method import Pretrainer, lr_at  # noqa: F401 - lr_at: API
-from biqabench.training.pretraining import CHECKPOINT, Interrupted, PretrainTrainer, run_pretraining  # noqa: F401
-from biqabench.weights import WeightsRecord
+from biqabench.plugin_api import (  # noqa: F401 - default_data, lr_at, CHECKPOINT, Interrupted: this module's API
+    PRETRAIN_CHECKPOINT as CHECKPOINT, Interrupted, PretrainTrainer, Pretrainer, WeightsRecord, default_data, lr_at,
+    run_pretraining, step_generators,
+)
 from biqabench_plugins.qpt.config import (DEGRADE_ON, RESUMABLE_CHANGES, OptimConfig, QPTConfig,  # noqa: F401
                                           config_for_request, load_config, validate_config)
 from biqabench_plugins.qpt.data import QPTBatch, QPTViews, ViewSpec, make_views
@@ -98,7 +98,7 @@ class QPT(Pretrainer):
 class QPTTrainer(PretrainTrainer):
     """QPT's model, optimiser and runtime; ``make_batch`` + ``step`` is one training step.
 
-    >>> from biqabench.device import get_runtime
+    >>> from biqabench.runtime.device import get_runtime
     >>> trainer = QPTTrainer.build("tiny", QPTConfig(batch_size=4, crop_size=32, patch_size=16),
     ...                            get_runtime("cpu", "fp32"), total_steps=10)
     >>> crops = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)

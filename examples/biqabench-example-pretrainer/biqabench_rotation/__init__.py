@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from biqabench.hookspecs import hookimpl
-from biqabench.pretrain import PretrainConfig, Pretrainer, PretrainerSpec, Views, random_patches, step_generators
+from biqabench.plugin_api import (PretrainConfig, Pretrainer, PretrainerSpec, Views, hookimpl, random_patches,
+                                  step_generators)
 
 
 @dataclass
