@@ -158,9 +158,11 @@ def _register_more_commands() -> None:
     from biqabench.data import cli as data_cli
 
     from biqabench import cli_model  # score / predict / export / test
+    from biqabench import cli_report  # report
 
     cli_runner.register(app)
     cli_model.register(app)
+    cli_report.register(app)
     data_cli.register(datasets_app)
 
 

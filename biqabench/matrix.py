@@ -203,4 +203,20 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     io.write_text(folder / "table.tex", render(table, "latex"))
     io.write_text(folder / "table.csv", render(table, "csv"))
     io.write_text(folder / "metrics.csv", df.to_csv(index=False))
+    write_info(matrix, root)
+    from biqabench.results.report import matrix_report, write_report_quietly
+
+    write_report_quietly(matrix_report, folder)
     return table
+
+
+def write_info(matrix: Matrix, root: Path | None = None) -> Path:
+    """``matrix.json``: the axes, the baseline and every job's folder, so that the folder alone
+    says what it holds (``biqabench report`` reads it)."""
+    folder = (root or results_root() / "benchmarks") / matrix.name
+    jobs = [{"key": j.key, "head": j.config.head, "weights": j.config.weights, "train": j.config.train}
+            for j in plan(matrix, root)]
+    return io.write_json(folder / "matrix.json", {
+        "name": matrix.name, "heads": matrix.heads, "weights": matrix.weights, "train": matrix.train,
+        "baseline": matrix.baseline or matrix.weights[0], "backbone": matrix.base.backbone,
+        "splits": matrix.base.splits, "protocol": matrix.base.protocol, "test": matrix.base.test, "jobs": jobs})

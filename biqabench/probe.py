@@ -230,6 +230,7 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     from biqabench.device import get_runtime
     from biqabench.protocol import plan_splits
     from biqabench.results import RunFolder
+    from biqabench.results.report import run_report, write_report_quietly
 
     started = time.time()
     cfg = config if isinstance(config, ProbeConfig) else load_probe_config(config, **overrides)
@@ -276,6 +277,7 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, pd.DataFrame())
     folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": round(time.time() - started, 1)})
+    write_report_quietly(run_report, folder.path)
     return folder.path
 
 

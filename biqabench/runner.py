@@ -35,6 +35,7 @@ from biqabench.metrics import metrics_rows
 from biqabench.protocol import dataset_options, effective_resize, plan_splits, protocol_fields
 from biqabench.provenance import determinism, run_weights
 from biqabench.results.folder import RunFolder
+from biqabench.results.report import run_report, write_report_quietly
 from biqabench.targets import to_normalised, training_targets
 from biqabench.weights import ResolvedWeights
 
@@ -413,3 +414,4 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
                if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
     folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})
+    write_report_quietly(run_report, folder.path)

@@ -109,6 +109,7 @@ test_model.__test__ = False  # a library function, not a test for pytest to coll
 def _finalize(folder, manifest: dict, started: float) -> None:
     """Merged tables, summary, one scatter plot per test set, the finished manifest."""
     from biqabench import plots
+    from biqabench.results.report import run_report, write_report_quietly
 
     metrics = folder.read_metrics()
     folder.write_metrics(metrics)
@@ -117,3 +118,4 @@ def _finalize(folder, manifest: dict, started: float) -> None:
     folder.write_summary(metrics, manifest)
     plots.scatter_plot(predictions, folder.plots_dir)  # no training curves: nothing was trained
     folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    write_report_quietly(run_report, folder.path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.head} on {args.backbone}: {args.base} ({base.id}) vs {args.other} ({other.id}), "
           "SRCC per split paired, Wilcoxon signed-rank (two-sided)\n")
     print(table.to_markdown(index=False, floatfmt=".3f"))
+    report = comparison_report_path(args, base, other)
+    if report is not None:
+        print(f"\nreport: {report}")
     return 0
+
+
+def comparison_report_path(args: argparse.Namespace, base: Run, other: Run) -> Path | None:
+    """Write the HTML report of the two runs (``<results>/reports/``); None if it cannot be rendered."""
+    from biqabench.results.folder import runs_root
+    from biqabench.results.report import comparison_report, write_report_quietly
+
+    out = runs_root(args.root).parent / "reports" / f"{args.head}-{args.backbone}-{args.base}-vs-{args.other}.html"
+    return write_report_quietly(comparison_report, [base, other], out)
 
 
 if __name__ == "__main__":
