@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the user story's two commands, then the same eval from random weights and the paired table
+# the user story's two commands, then the same eval from random weights, the paired table and the
+# path of the HTML report comparing the two runs (its last line)
 demo: $(STAMP)
 	$(VENV)/bin/biqabench pretrain qpt --backbone resnet50
 	$(VENV)/bin/biqabench eval --head hyperiqa --weights qpt

@@ -344,3 +344,31 @@ def test_reports_in_headless_chromium(made, which, tmp_path):
                 assert phone.is_visible("#split-table")
         finally:
             browser.close()
+
+
+def test_the_demos_paired_table_ends_with_the_path_of_its_report(made, tmp_path, capsys):
+    """``make demo`` runs ``python -m biqabench.results.paired`` last: it prints the report's path."""
+    from biqabench.results import paired
+
+    for job in made["matrix"].iterdir():
+        if job.is_dir():
+            shutil.copytree(job, tmp_path / "results" / "runs" / f"20260101-00000{int('qpt' in job.name)}-{job.name}")
+    assert paired.main(["--head", "linear", "--backbone", "tiny", "--root", str(tmp_path / "results")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"report: {tmp_path / 'results' / 'reports' / 'linear-tiny-random-vs-qpt.html'}"
+    report = Path(last.split(": ", 1)[1])
+    assert "gain-table" in page(report).ids
+    check_offline_and_linked(report)
+
+
+def test_a_zero_shot_test_run_writes_its_report(tiny_model_run, tmp_path):
+    from biqabench.zeroshot import test_model
+
+    run = test_model(tiny_model_run, "demo-b", device="cpu", precision="fp32", run_dir=tmp_path / "test-run",
+                     progress=False)
+    p = page(run / REPORT)
+    check_run_numbers(p, run)
+    (name,) = [n["data-test-set"] for n in _cells(p, metric="srcc", stat="median")]
+    assert name == "demo-b" and len(p.images) == 1  # one scatter; nothing trained
+    assert "a trained model scored as it is" in (run / REPORT).read_text()
+    check_offline_and_linked(run / REPORT)

@@ -6,7 +6,8 @@ Wilcoxon signed-rank test over them says whether one set of weights is better th
 would make it (``scipy.stats.wilcoxon``, two-sided; exact for small n without ties).
 
 ``python -m biqabench.results.paired`` prints the table for the latest finished runs of
-``--base`` and ``--other`` weights (same head and backbone), as ``make demo`` does last.
+``--base`` and ``--other`` weights (same head and backbone), then writes the HTML report of the
+two runs (``<results>/reports/``) and prints its path, as ``make demo`` does last.
 This is a small stand-in until ``biqabench results compare`` reports paired statistics itself.
 """
 

@@ -24,6 +24,8 @@ from biqabench.results.summary import METRIC_LABELS, summarize
 #: Metrics in the order the results table lists them; RMSE is on the MOS scale, so not 3 decimals.
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse_logistic")
 METRIC_NAMES = {**METRIC_LABELS, "plcc": "PLCC (raw)"}
+#: The train_set of a zero-shot ``test`` run's rows (biqabench.zeroshot.ZERO_SHOT; that module is above this one).
+ZERO_SHOT = "zero-shot"
 
 
 def number(v: Any, metric: str = "srcc") -> dict:
@@ -51,7 +53,7 @@ def results_groups(metrics: pd.DataFrame) -> list[dict]:
                          "mean": number(r[f"{m}_mean"], m), "std": number(r[f"{m}_std"], m)})
         train, test = str(r.get("train_set", "")), str(r["test_set"])
         groups.append({"train_set": train, "test_set": test, "splits": int(r["splits"]), "rows": rows,
-                       "name": test if train in ("", test, "nan") else f"{train} → {test}",
+                       "name": test if train in ("", test, "nan", ZERO_SHOT) else f"{train} → {test}",
                        "fallbacks": int(r["fallbacks"]) if "fallbacks" in r and not pd.isna(r["fallbacks"]) else 0})
     return groups
 
