@@ -134,9 +134,7 @@ def paired_image(wide: pd.DataFrame, head: str, dataset: str, baseline: str, met
     return _image(f"paired-{head}-{dataset}", fig,
                   alt=f"Paired plot of {metric_label} per split for {head} on {dataset}, one line per split from "
                       f"{' to '.join(map(str, wide.columns))}: {summary}",
-                  caption=f"{head} on {dataset}: each line is one split (the same training and test images for every "
-                          f"weights), green where the other weights beat {baseline} on that split, red where not; "
-                          f"black: the median. {summary}.")
+                  caption=f"{head} on {dataset}: {summary}.")
 
 
 def _paired_summary(wide: pd.DataFrame, base: pd.Series) -> str:
