@@ -146,11 +146,12 @@ def training_figure(history_df: pd.DataFrame, title: str | None = None) -> Figur
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
         ax.set_ylabel("validation SRCC" if col == val_col else "training loss")
         ax.grid(alpha=0.3)
-        if len(groups) > 1 and len(groups) <= 10:
-            ax.legend(fontsize=7)
+    legend = 1 < len(groups) <= 10 and fig.axes[0].get_legend_handles_labels()[0]
+    if legend:  # one legend for both panels, beside them: inside, it hides the lines
+        fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 0.75 / fig.get_figwidth(), 1) if legend else None)
     return fig
 
 

@@ -181,7 +181,7 @@ def time_section(m: dict) -> dict:
         row("status", m.get("status")),
         row("error", m.get("error")),
         row("created", m.get("created")),
-        row("finished", m.get("finished")),
+        row("finished", m.get("finished") or (m.get("updated") if m.get("status") == "finished" else None)),
         row("wall time", human_seconds(m.get("wall_seconds")) if m.get("wall_seconds") is not None else None),
         row("command", " ".join(m.get("argv") or []) or None, code=True),
     )
@@ -195,7 +195,8 @@ def what_section(m: dict) -> dict:
         row("protocol", m.get("protocol")),
         row("head", m.get("head")),
         row("backbone", m.get("backbone")),
-        row("weights", f"{m.get('weights')} ({m.get('weights_source')})" if m.get("weights_source") else m.get("weights")),
+        row("weights", f"{m.get('weights')} ({m.get('weights_source')})"
+            if m.get("weights_source") not in (None, m.get("weights")) else m.get("weights")),
         row("weights file", m.get("weights_file"), code=True),
         row("weights sha256", m.get("weights_sha256"), code=True),
         row("pretraining run", m.get("weights_pretraining_run"), code=True),
