@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import io as _io
 import json
-import math
 import re
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import numpy as np
@@ -146,13 +144,6 @@ def _paired_summary(wide: pd.DataFrame, base: pd.Series) -> str:
         d = d[np.isfinite(d)]
         parts.append(f"{col} higher than {base.name} on {int((d > 0).sum())} of {d.size} splits")
     return "; ".join(parts) or "one weights only"
-
-
-def finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 __all__ = ["paired_image", "paired_values", "pretraining_image", "read_losses", "scatter_images", "svg_uri",
