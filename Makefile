@@ -14,13 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the newest run folder whose id holds $(1) (run ids start with their time: the last one sorts last)
+RUNS = $(or $(BIQABENCH_RESULTS),results)/runs
+newest_run = $$(ls -d $(RUNS)/*-eval-$(1)-* | tail -n 1)
+REPORT = $(or $(BIQABENCH_RESULTS),results)/reports/hyperiqa-resnet50-random-vs-qpt.html
+
 # the user story's two commands, then the same eval from random weights, the paired table and the
 # path of the HTML report comparing the two runs (its last line)
 demo: $(STAMP)
 	$(VENV)/bin/biqabench pretrain qpt --backbone resnet50
 	$(VENV)/bin/biqabench eval --head hyperiqa --weights qpt
 	$(VENV)/bin/biqabench eval --head hyperiqa --weights random
-	$(PY) -m biqabench.results.paired --head hyperiqa --backbone resnet50 --base random --other qpt
+	$(VENV)/bin/biqabench results compare $(call newest_run,hyperiqa-random-resnet50) $(call newest_run,hyperiqa-qpt-resnet50)
+	$(VENV)/bin/biqabench report $(call newest_run,hyperiqa-random-resnet50) $(call newest_run,hyperiqa-qpt-resnet50) -o $(REPORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

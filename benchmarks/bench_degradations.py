@@ -52,7 +52,7 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def measure(batch: int = 64, size: int = 128, repeats: int = 3, threads: int = 1, seed: int = 0) -> Result:
     """Images/s of ``degrade_batch`` and of the per-image loop on the same images and recipes."""
-    from biqabench import device
+    from biqabench.runtime import device
     from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_recipe
     if str(common.REPO / "tests") not in sys.path:  # the oracle lives with the tests, not in the plugin
         sys.path.insert(0, str(common.REPO / "tests"))

@@ -3,7 +3,7 @@
 Same model (HyperIQA on ResNet-50, identical initial weights), same batch of 224 px patches,
 same optimiser (the head recipe's Adam with its two learning-rate groups):
 
-* **ours**: the step of :func:`biqabench.engine.train_head`: model prepared by the Runtime
+* **ours**: the step of :func:`biqabench.training.engine.train_head`: model prepared by the Runtime
   (channels_last), input moved with ``runtime.to``, loss under ``runtime.autocast()`` (bf16),
   backward, optimiser step;
 * **reference**: the textbook loop: fp32 weights and inputs in the default (NCHW) layout,
@@ -44,10 +44,10 @@ def patch_batch(batch: int, size: int = 224, seed: int = 0) -> tuple[torch.Tenso
 
 def measure(batch: int = 16, steps: int = 3, backbone: str = "resnet50", patch: int = 224, seed: int = 0,
             progress: bool = True, precision: str = "bf16") -> Result:
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
-    from biqabench.engine import make_optimizer
-    from biqabench.heads import head_spec
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.engine import make_optimizer
+    from biqabench.components.heads import head_spec
 
     say = print if progress else (lambda *a, **k: None)
     spec = head_spec("hyperiqa")

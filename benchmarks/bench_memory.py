@@ -4,7 +4,7 @@ Each measurement runs in a fresh Python process (so an earlier one's peak cannot
 one's), which reports its peak resident set size (``VmHWM``; child processes are reported
 separately, from ``RUSAGE_CHILDREN``):
 
-* **scoring**: ``biqabench predict``'s function (:func:`biqabench.predict.predict`) on a folder
+* **scoring**: ``biqabench predict``'s function (:func:`biqabench.model.predict.predict`) on a folder
   of N generated JPEGs with a small fine-tuned model (HyperIQA on the ``tiny`` backbone, made
   here by ``biqabench eval`` on the embedded demo set), N = 250 and 1,000: peak RSS within 10%;
 * **QPT**: :func:`run_qpt` for a few steps on a folder of N generated images (50 and 400):
@@ -62,7 +62,7 @@ def children_peak_mb() -> float:
 # child side: one measurement, printed as JSON on the last line
 # ------------------------------------------------------------------------------------------------
 def child_predict(run: str, folder: str) -> dict:
-    from biqabench.predict import predict
+    from biqabench.model.predict import predict
 
     before = peak_rss_mb()
     df = predict(run, [folder], device="cpu", progress=False)
@@ -71,8 +71,8 @@ def child_predict(run: str, folder: str) -> dict:
 
 
 def child_qpt(folder: str, out: str, steps: int, workers: int, config: str = "") -> dict:
-    from biqabench.pretrain import PretrainRequest
-    from biqabench.weights import WeightsStore
+    from biqabench.components.pretrain import PretrainRequest
+    from biqabench.components.weights import WeightsStore
     from biqabench_plugins.qpt.pretrainer import run_qpt
 
     before = peak_rss_mb()
@@ -96,7 +96,7 @@ def _child(args: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------
 def make_model(tmp: Path) -> Path:
     """A finished eval run (HyperIQA on ``tiny``, one split, one short epoch) to predict with."""
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     cfg = EvalConfig(head="hyperiqa", weights="random", backbone="tiny", train="demo-a", test=[], splits=1,
                      recipe="cpu", device="cpu", workers=0,

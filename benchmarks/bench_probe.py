@@ -3,12 +3,12 @@
 Two parts, timed separately because they scale differently:
 
 * **features**: one frozen forward per image at 384 px (shorter side) and one at half scale,
-  fp32, per-stage mean + std (``biqabench.probe.extract_features``), on ``--images`` of the set;
+  fp32, per-stage mean + std (``biqabench.evaluation.probe.extract_features``), on ``--images`` of the set;
   the figure for the whole set is extrapolated linearly (each image costs the same: CLIVE is
   500x500).  This is done once per weights file: the cache makes every later probe free.
 * **ridge**: 10 splits, alpha from 21 values by 5-fold inner CV on each training part, on a
   581 x d matrix (d = ResNet-50's 2 x 2 x 3840 = 15,360 features).  Ours: one SVD per fold gives
-  every alpha (``biqabench.ridge``); reference: the straightforward dual solve per alpha and fold
+  every alpha (``biqabench.evaluation.ridge``); reference: the straightforward dual solve per alpha and fold
   (``np.linalg.solve`` of the n x n Gram system), as ``benchmarks/probe_qpt.py`` did before.  Same
   folds, same standardisation; the benchmark checks that both choose the same alphas.  Both are
   dominated by the Gram matrix (n^2 d), so expect a ratio near 1 for 21 alphas: the closed form
@@ -34,7 +34,7 @@ SHARED = Path(os.environ.get("BIQABENCH_SHARED_DATA", HERE.parents[1] / "shared"
 
 def reference_cv_errors(x, y, groups, alphas, folds=5, seed=0):
     """Inner-CV errors the plain way: standardise per fold, then one dual solve per alpha."""
-    from biqabench.ridge import fold_ids
+    from biqabench.evaluation.ridge import fold_ids
 
     ids = fold_ids(groups, folds, seed)
     pred = np.zeros((len(y), len(alphas)))
@@ -53,8 +53,8 @@ def reference_cv_errors(x, y, groups, alphas, folds=5, seed=0):
 
 def time_features(root: Path, n_images: int, threads: int) -> dict:
     from biqabench.data import load_dataset
-    from biqabench.device import get_runtime
-    from biqabench.probe import FeatureCache, extract_features, frozen_backbone
+    from biqabench.runtime.device import get_runtime
+    from biqabench.evaluation.probe import FeatureCache, extract_features, frozen_backbone
 
     import tempfile
 
@@ -77,7 +77,7 @@ def time_features(root: Path, n_images: int, threads: int) -> dict:
 
 
 def time_ridge(n: int, d: int, splits: int = 10) -> dict:
-    from biqabench import ridge
+    from biqabench.evaluation import ridge
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, d)).astype(np.float64) * rng.uniform(0.1, 3, d)

@@ -58,7 +58,7 @@ def _contiguous(batch):
 def measure_step(backbone: str = "resnet50", batch: int = 16, steps: int = 3, seed: int = 0, patch: int = 0,
                  progress: bool = True) -> Result:
     """``patch``: patch size (0: the config's, 64 px on CPU); crops are at least twice as large."""
-    from biqabench.device import Runtime, get_runtime
+    from biqabench.runtime.device import Runtime, get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTTrainer
 
     say = print if progress else (lambda *a, **k: None)
@@ -128,7 +128,7 @@ def measure_pipeline(backbone: str = "resnet50", batch: int = 16, steps: int = 8
     (normalise) and ``trainer.step``.  ``profile``: also return cProfile's top entries of the
     training process (what it spends its non-model time on).
     """
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench_plugins.qpt import data as qdata
     from biqabench_plugins.qpt.pretrainer import QPTTrainer, default_data
 
@@ -195,7 +195,7 @@ def measure_compile(backbone: str = "resnet18", batch: int = 16, steps: int = 3,
     Both are :meth:`QPTTrainer.step`; the compiled trainer pays inductor's compilation in its
     warm-up steps (reported, not timed).  Steps alternate; the best of each is kept.
     """
-    from biqabench.device import Runtime, get_runtime
+    from biqabench.runtime.device import Runtime, get_runtime
     from biqabench_plugins.qpt.pretrainer import QPTTrainer
 
     say = print if progress else (lambda *a, **k: None)

@@ -33,8 +33,8 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def measure(batch: int = 16, size: int = 224, matmul: int = 2048, rounds: int = 3, progress: bool = True) -> Result:
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
 
     say = print if progress else (lambda *a, **k: None)
     runtime = get_runtime("cpu", "bf16")

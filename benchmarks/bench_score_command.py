@@ -3,7 +3,7 @@
 Both score the same image *files* (decoding included) with a ResNet-50 HyperIQA:
 
 * **ours**: what ``biqabench score FILES --model pyiqa:hyperiqa:CKPT`` runs
-  (:func:`biqabench.load_model` + :func:`biqabench.scoring.score_paths`): the checkpoint loaded
+  (:func:`biqabench.load_model` + :func:`biqabench.model.scoring.score_paths`): the checkpoint loaded
   into our head, files decoded one ahead in a thread, 25 seeded crops, batched
   ``predict_images`` (bf16 autocast, channels_last, folded BatchNorm where the hardware runs bf16;
   fp32 elsewhere: ``--precision auto``);
@@ -78,7 +78,7 @@ def measure(n_images: int = 500, chunk: int = 10, precision: str = "auto", progr
     from scipy.stats import spearmanr
 
     from biqabench import load_model
-    from biqabench.scoring import score_paths
+    from biqabench.model.scoring import score_paths
 
     say = print if progress else (lambda *a, **k: None)
     t0 = time.perf_counter()

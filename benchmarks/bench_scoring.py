@@ -3,9 +3,9 @@
 Both score the same images with 25 crops of 224 px each and average, as HyperIQA's test
 protocol does:
 
-* **ours**: :func:`biqabench.engine.predict_images` with a bf16 Runtime (autocast,
+* **ours**: :func:`biqabench.training.engine.predict_images` with a bf16 Runtime (autocast,
   channels_last, ``inference_mode``, BatchNorm folded into the convolutions by
-  :func:`biqabench.engine.inference_model`), all crops of ``batch_images`` images in one forward;
+  :func:`biqabench.training.engine.inference_model`), all crops of ``batch_images`` images in one forward;
   crops from :func:`biqabench.data.image_patches` (the data layer normalises them);
 * **reference**: pyiqa's ``HyperNet`` in fp32 eager mode with its own pre-processing (uniform
   crops, in-model normalisation), one image (25 crops) per forward, under ``no_grad``.
@@ -132,7 +132,7 @@ def our_scores(model, images: list[torch.Tensor], runtime, batch_images: int, se
                offset: int = 0) -> np.ndarray:
     """Our scoring path: crops per image from the data layer, ``predict_images`` on them."""
     from biqabench.data import image_patches
-    from biqabench.engine import predict_images
+    from biqabench.training.engine import predict_images
 
     stream = (image_patches(img, PATCH, CROPS, seed=(seed, offset + i)) for i, img in enumerate(images))
     return predict_images(model, stream, runtime, batch_patches=0, batch_images=batch_images, progress=False)
@@ -147,7 +147,7 @@ def reference_scores(ref, images: list[torch.Tensor]) -> np.ndarray:
 def measure(n_images: int = 8, batch_images: int = 4, seed: int = 0, progress: bool = True) -> Result:
     from scipy.stats import spearmanr
 
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
 
     say = print if progress else (lambda *a, **k: None)
     ref, ours = build_models(seed)
@@ -182,7 +182,7 @@ def measure(n_images: int = 8, batch_images: int = 4, seed: int = 0, progress: b
             for i, img in enumerate(chunk):
                 yield image_patches(img, PATCH, CROPS, seed=(seed, start + i))
 
-    from biqabench.engine import predict_images
+    from biqabench.training.engine import predict_images
 
     t = time.perf_counter()
     p_fast = predict_images(fast, stream_with_reference(), bf16, batch_patches=0, batch_images=batch_images, progress=False)

@@ -134,7 +134,7 @@ def fmt(v: float) -> str:
 def set_threads(n: int) -> None:
     """Use ``n`` torch threads here and in child processes (0: leave the default).
 
-    ``OMP_NUM_THREADS`` is set too, because :func:`biqabench.device.get_runtime` otherwise
+    ``OMP_NUM_THREADS`` is set too, because :func:`biqabench.runtime.device.get_runtime` otherwise
     resets torch to one thread per core.
     """
     if n and n > 0:

@@ -16,7 +16,7 @@ Rows (each on the one GPU, in this process, so the figures share the machine's s
   against the bf16 matmul rate measured in the same run.
 
 ``--dry-run`` runs every row on CPU at toy sizes (tiny backbone, a few images, seconds): it
-checks the plumbing only, and its figures mean nothing.  ``tests/test_gpu_check.py`` runs it.
+checks the plumbing only, and its figures mean nothing.  ``tests/benchmarks/test_gpu_check.py`` runs it.
 
     python benchmarks/gpu_bench.py [--dry-run] [--junit FILE] [--json FILE]
 """
@@ -129,7 +129,7 @@ def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> No
 
 def qpt_pretraining(s: Sizes, folder: Path) -> list[Row]:
     """run_qpt's CUDA loop, timed per phase (loader wait, GPU degradation, step)."""
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
     from biqabench_plugins.qpt import data as qdata
     from biqabench_plugins.qpt.pretrainer import QPTTrainer, load_config
 
@@ -177,10 +177,10 @@ def qpt_pretraining(s: Sizes, folder: Path) -> list[Row]:
 
 def finetuning(s: Sizes) -> list[Row]:
     """HyperIQA's paper recipe step, as engine.train_head runs it (bf16 autocast, channels_last)."""
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
-    from biqabench.engine import make_optimizer
-    from biqabench.heads import head_spec
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.engine import make_optimizer
+    from biqabench.components.heads import head_spec
 
     spec = head_spec("hyperiqa")
     recipe = spec.recipe
@@ -217,7 +217,7 @@ def scoring(s: Sizes) -> list[Row]:
     sys.path.insert(0, str(HERE))
     import bench_scoring as bs
 
-    from biqabench.device import get_runtime
+    from biqabench.runtime.device import get_runtime
 
     ref, ours = bs.build_models(0)
     runtime = get_runtime("cuda", "bf16")
@@ -241,8 +241,8 @@ def roofline(s: Sizes) -> list[Row]:
     """Achieved TFLOP/s of a bf16 ResNet training step against the bf16 matmul rate."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from biqabench.backbones import create_backbone
-    from biqabench.device import get_runtime
+    from biqabench.components.backbones import create_backbone
+    from biqabench.runtime.device import get_runtime
 
     runtime = get_runtime(s.device, "bf16")
     net = runtime.prepare(create_backbone(s.backbone, weights="random")).train()

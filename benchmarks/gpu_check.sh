@@ -36,7 +36,7 @@ fi
 echo "== pytest -m cuda" >&2
 T_TESTS=180; T_BENCH=290      # together under 8 minutes
 if [ -n "$DRY" ]; then T_TESTS=120; T_BENCH=120; fi
-timeout "$T_TESTS" "$PY" -m pytest -m cuda -q -p no:randomly --junitxml="$TMP/cuda.xml" tests/test_cuda.py >&2
+timeout "$T_TESTS" "$PY" -m pytest -m cuda -q -p no:randomly --junitxml="$TMP/cuda.xml" tests/system/test_cuda.py >&2
 echo "== measurements" >&2
 timeout "$T_BENCH" "$PY" benchmarks/gpu_bench.py $DRY --junit "$TMP/cuda.xml" | tee "$TMP/table.md"
 rc=${PIPESTATUS[0]}

@@ -7,7 +7,7 @@ Protocol (all offline, CPU):
 2. Freeze it; extract globally pooled features of every ``demo-a`` image (130 images: 10
    contents x (pristine + 4 distortions x 3 levels), pseudo-MOS labels), three variants
    (:data:`VARIANTS`: last-stage mean, all-stage means, all-stage means and deviations).
-3. Ridge regression (``biqabench.ridge``, closed form, features standardised on the training fold)
+3. Ridge regression (``biqabench.evaluation.ridge``, closed form, features standardised on the training fold)
    predicts MOS; leave-one-content-out cross-validation, alpha chosen by an inner
    leave-one-content-out CV (lowest squared error).
 4. Report, for the QPT backbone and for the *same* backbone at its random initialisation (QPT
@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from biqabench import ridge  # the closed-form ridge of biqabench probe: one implementation
+from biqabench.evaluation import ridge  # the closed-form ridge of biqabench probe: one implementation
 
 ALPHAS = ridge.ALPHAS
 
 
 def ridge_fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, alpha: float) -> np.ndarray:
-    """Closed-form ridge on features standardised on the training rows (``biqabench.ridge``)."""
+    """Closed-form ridge on features standardised on the training rows (``biqabench.evaluation.ridge``)."""
     return ridge.fit_path(x_tr, y_tr).predict(x_te, [alpha])[:, 0]
 
 
@@ -154,11 +154,11 @@ def run(backbone_name: str = "resnet18", steps: int = 1000, seed: int = 0, preci
     random baseline is that run's initialisation."""
     import yaml
 
-    from biqabench.backbones import create_backbone
+    from biqabench.components.backbones import create_backbone
     from biqabench.data import load_dataset
-    from biqabench.device import get_runtime
-    from biqabench.pretrain import PretrainRequest
-    from biqabench.weights import WeightsStore, load_weights
+    from biqabench.runtime.device import get_runtime
+    from biqabench.components.pretrain import PretrainRequest
+    from biqabench.components.weights import WeightsStore, load_weights
     from biqabench_plugins.qpt.pretrainer import run_qpt
 
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="qpt_probe_"))

@@ -3,7 +3,7 @@
 pyiqa's constructors download ImageNet / timm / its own checkpoints.  While the model is built,
 every download function is replaced by one that raises (so nothing is fetched, ever), timm and
 torchvision constructors are forced to ``pretrained=False``, and the originals are restored
-afterwards.  This mirrors how ``tests/test_heads_parity.py`` builds the same model.
+afterwards.  This mirrors how ``tests/plugins/test_heads_parity.py`` builds the same model.
 """
 
 from __future__ import annotations

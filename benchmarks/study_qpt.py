@@ -6,7 +6,7 @@ Protocol (all offline, CPU):
    ``../shared/data/imagenet-sample``: 600 ImageNet photos, QPT's pretraining source), saving
    the query encoder's backbone at step 0 (the random initialisation QPT starts from), then at
    doubling steps (``--first`` 25: 25, 50, 100, ...) up to ``--steps``.
-2. Probe every snapshot with ``biqabench.probe`` on an IQA set (default ``clive-dev``): frozen
+2. Probe every snapshot with ``biqabench.evaluation.probe`` on an IQA set (default ``clive-dev``): frozen
    features of each whole image and of its half-scale copy, mean + std per stage, ridge with
    alpha by inner CV on the training part, the same seeded content-aware splits as ``eval``.
 3. Write ``study.csv`` / ``study.md`` (median SRCC, 95% CI, paired Wilcoxon signed-rank test of
@@ -56,10 +56,10 @@ def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int
     (``checkpoint_every`` = the first snapshot step), so the loop is exactly the one users run."""
     import yaml
 
-    from biqabench import io
-    from biqabench.backbones import create_backbone
-    from biqabench.pretrain import PretrainRequest
-    from biqabench.weights import WeightsStore
+    from biqabench.base import io
+    from biqabench.components.backbones import create_backbone
+    from biqabench.components.pretrain import PretrainRequest
+    from biqabench.components.weights import WeightsStore
     from biqabench_plugins.qpt.pretrainer import CHECKPOINT, load_config, run_qpt
 
     snaps = out / "snapshots"
@@ -91,7 +91,7 @@ def pretrain_snapshots(backbone: str, config: str | None, data: Path, steps: int
     record = run_qpt(PretrainRequest(backbone=backbone, data=str(data), steps=steps, config=str(cfg_file), seed=seed,
                                      device="cpu", precision=precision, run_dir=run_dir, resume=resume,
                                      store=WeightsStore(out / "weights")), on_step=on_step)
-    from biqabench.weights import read_state_dict
+    from biqabench.components.weights import read_state_dict
 
     snapshot(steps, read_state_dict(record.file))
     io.write_json(out / "pretrain.json", {"backbone": backbone, "config": config, "overrides": overrides or {},
@@ -116,7 +116,7 @@ def probe_snapshots(out: Path, backbone: str, dataset: str, data_root: Path, siz
     ``out/probes``); returns the per-split test SRCC of each."""
     import pandas as pd
 
-    from biqabench.probe import ProbeConfig, run_probe
+    from biqabench.evaluation.probe import ProbeConfig, run_probe
 
     found = sorted((out / "snapshots").glob("step*.safetensors"))
     rows = []
@@ -142,7 +142,7 @@ def study_table(rows: list[dict]):
     import pandas as pd
     from scipy.stats import wilcoxon
 
-    from biqabench.metrics import aggregate
+    from biqabench.base.metrics import aggregate
 
     base = {r["size"]: np.asarray(r["srcc"]) for r in rows if r["step"] == 0}
     out = []

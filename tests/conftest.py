@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import textwrap
@@ -20,8 +21,7 @@ TINY_RECIPE = {"patch_size": 32, "train_patches": 2, "test_patches": 2, "batch_s
 #: Source of a third-party plugin module registering a linear head; NAME is the head's name.
 HEAD_PLUGIN = """
 import torch
-from biqabench.hookspecs import hookimpl
-from biqabench.heads import HeadSpec, IQAHead, Recipe
+from biqabench.plugin_api import HeadSpec, IQAHead, TrainRecipe, hookimpl
 
 class Head(IQAHead):
     def __init__(self, backbone, recipe):
@@ -32,7 +32,7 @@ class Head(IQAHead):
 
 @hookimpl
 def register_heads(register):
-    register(HeadSpec("NAME", Head, Recipe(patch_size=32)))
+    register(HeadSpec("NAME", Head, TrainRecipe(patch_size=32)))
 """
 
 
@@ -116,7 +116,7 @@ def forwarded_options(monkeypatch, module, name: str, args: list[str]) -> dict:
     from typer.testing import CliRunner
 
     from biqabench.cli import app
-    from biqabench.errors import BiqaError
+    from biqabench.base.errors import BiqaError
 
     seen = {}
 
@@ -134,10 +134,40 @@ def forwarded_options(monkeypatch, module, name: str, args: list[str]) -> dict:
 def tiny_model_run(tmp_path_factory):
     """A finished one-split eval run of the linear head on the tiny backbone (seconds of training),
     for the tests of load_model / score / export / test."""
-    from biqabench.runner import EvalConfig, evaluate
+    from biqabench.evaluation.runner import EvalConfig, evaluate
 
     recipe = dict(patch_size=32, train_patches=2, test_patches=2, batch_size=32, epochs=1, lr=1e-3, lr_step=0)
     cfg = EvalConfig(head="linear", weights="random", backbone="tiny", splits=1, recipe="cpu",
                      recipe_overrides=recipe, device="cpu", precision="fp32", workers=0)
     run_dir = tmp_path_factory.mktemp("model_results") / "runs" / "20260101-000000-eval-linear-tiny-ab12"
     return evaluate(cfg, run_dir=run_dir, progress=False)
+
+
+@functools.lru_cache(maxsize=1)
+def slurm_unavailable() -> str:
+    """Why the tests marked ``slurm`` cannot run here ("" when a SLURM controller answers)."""
+    import shutil
+    import subprocess
+
+    missing = [c for c in ("sinfo", "sbatch", "squeue", "scontrol") if shutil.which(c) is None]
+    if missing:
+        return (f"SLURM is not installed ({', '.join(missing)} not on PATH); as root, .ci/slurm_up.sh installs and "
+                "starts a one-node cluster")
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s (slurmctld down?); .ci/slurm_up.sh starts it"
+    states = proc.stdout.split()
+    if proc.returncode != 0 or not states:
+        why = (proc.stderr.strip().splitlines() or ["no nodes"])[-1]
+        return f"no SLURM controller answers (sinfo: {why}); .ci/slurm_up.sh starts a one-node cluster"
+    if not any(s.rstrip("*~#").startswith(("idle", "mix", "alloc", "comp")) for s in states):
+        return f"the SLURM node(s) are not usable (states: {', '.join(states)}); see /var/log/slurm/"
+    return ""
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slurm") is not None:
+        reason = slurm_unavailable()
+        if reason:
+            pytest.skip(reason)

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from biqabench.data.images import decode_array
-from biqabench.errors import BiqaError
-from biqabench.paths import cache_root
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from biqabench.errors import BiqaError
-from biqabench.paths import cache_root
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import cache_root
 
 #: Bump when the photos, or the demo sets' crops, distortions or labels, change: a new version
 #: builds a new folder.
@@ -76,11 +76,6 @@ def _photo_path(name: str) -> Path:
     import skimage.data  # a dependency: its sample photos ship with the wheel
 
     return Path(skimage.data.__file__).parent / PHOTOS[name]
-
-
-def photo_names() -> list[str]:
-    """Every embedded photo's name (scikit-image's and matplotlib's)."""
-    return [*PHOTOS, *MPL_PHOTOS]
 
 
 def load_photo(name: str, short_side: int | None = SHORT_SIDE) -> Image.Image:

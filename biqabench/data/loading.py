@@ -17,8 +17,8 @@ import numpy as np
 
 from biqabench.data.table import DatasetSpec, IQATable
 from biqabench.data.validate import file_issues, summarise, validate_table
-from biqabench.errors import BiqaError
-from biqabench.plugins import registry
+from biqabench.base.errors import BiqaError
+from biqabench.components.plugins import registry
 
 ENV_DATA = "BIQABENCH_DATA"
 

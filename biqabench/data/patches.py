@@ -133,7 +133,7 @@ class PatchDataset(Dataset):
         self.cache = cache if cache is not None else ImageCache(resize=int(table.options.get("resize", 0) or 0))
         # in shared memory, so DataLoader workers (persistent ones too) see set_epoch() calls
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        # per-row training targets: normalised MOS unless the head trains on another scale (biqabench.targets)
+        # per-row training targets: normalised MOS unless the head trains on another scale (biqabench.components.targets)
         self._mos = np.asarray(table.mos_norm if targets is None else targets, dtype=np.float32)
 
     @property

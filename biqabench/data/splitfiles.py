@@ -22,7 +22,7 @@ import numpy as np
 
 from biqabench.data.splits import Split
 from biqabench.data.table import SPLIT_PARTS, IQATable
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 SPLITS_DIR = "splits"
 COLUMNS = ("image", "content", "part")
@@ -56,7 +56,7 @@ def split_csv(table: IQATable, split: Split) -> str:
 def write_split_files(run_dir: str | Path, table: IQATable, splits: list[Split]) -> list[dict]:
     """Write ``splits/split_<k>.csv`` for every split; returns what the manifest records of each
     (file, seed, part sizes, sha256 of the file)."""
-    from biqabench import io  # atomic writes; imported here to keep the data package free of torch
+    from biqabench.base import io  # atomic writes; imported here to keep the data package free of torch
 
     records = []
     for k, split in enumerate(splits):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from biqabench.data.table import SPLIT_PARTS, IQATable
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def save_split(split: Split, table: IQATable, path: str | Path) -> Path:
         "seed": int(split.seed),
         **{p: [table.names[i] for i in split.part(p)] for p in SPLIT_PARTS},
     }
-    from biqabench.io import write_json  # atomic; imported here to keep this module free of torch
+    from biqabench.base.io import write_json  # atomic; imported here to keep this module free of torch
 
     return write_json(path, doc)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from biqabench.data.images import check_image
 from biqabench.data.table import IQATable, Issue
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from biqabench import io
-from biqabench.errors import BiqaError
-from biqabench.paths import results_root
-from biqabench.results.provenance import environment_info, jsonable, now
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
+from biqabench.base.paths import results_root
+from biqabench.results.environment import environment_info, jsonable, now
 from biqabench.results.rendering import summary_markdown
 from biqabench.results.summary import summarize
 
@@ -189,8 +189,8 @@ class RunFolder:
         return io.ensure_dir(self.split_dir(split), "split folder")
 
     def remove_checkpoint(self, split: Any) -> None:
-        """A finished split needs neither its checkpoint nor the previous one (biqabench.checkpoint)."""
-        from biqabench import checkpoint
+        """A finished split needs neither its checkpoint nor the previous one (biqabench.training.checkpoint)."""
+        from biqabench.training import checkpoint
 
         checkpoint.remove(self.checkpoint_path(split))
 
@@ -320,7 +320,7 @@ class RunFolder:
 
     def write_plots(self, predictions: pd.DataFrame, history: pd.DataFrame) -> None:
         """Scatter plots per test set and the training curves, into ``plots/``."""
-        from biqabench import plots
+        from biqabench.base import plots
 
         plots.scatter_plot(predictions, self.plots_dir)
         plots.training_curves(history, self.plots_dir / "training_curves.png")
@@ -342,7 +342,7 @@ class RunFolder:
         return kept
 
     def load_model_state(self) -> dict:
-        from biqabench.weights import read_state_dict
+        from biqabench.components.weights import read_state_dict
 
         if not self.model_path.is_file():
             raise BiqaError(f"run {self.path} has no {MODEL} (it was run with save_model: false, "
@@ -446,47 +446,3 @@ def load_run(id_or_path: str | os.PathLike | Run, root: str | os.PathLike | None
 def open_run(run: str | os.PathLike, root: str | os.PathLike | None = None) -> RunFolder:
     """A folder path as given (even an empty one), else a run found by id as :func:`load_run` does."""
     return RunFolder(run) if Path(run).is_dir() else RunFolder(load_run(run, root).path)
-
-
-# Function forms of the RunFolder methods, for callers holding a path.
-def new_run_dir(kind: str, label: str, root: str | os.PathLike | None = None) -> Path:
-    """Create and return a fresh run folder (see :meth:`RunFolder.create`)."""
-    return RunFolder.create(kind, label, root).path
-
-
-def read_manifest(run_dir: str | os.PathLike) -> dict:
-    return RunFolder(run_dir).read_manifest()
-
-
-def write_manifest(run_dir: str | os.PathLike, **fields: Any) -> dict:
-    return RunFolder(run_dir).write_manifest(**fields)
-
-
-def mark_finished(run_dir: str | os.PathLike, **fields: Any) -> dict:
-    return RunFolder(run_dir).mark_finished(**fields)
-
-
-def write_predictions(run_dir: str | os.PathLike, df: pd.DataFrame, split: Any | None = None) -> Path:
-    return RunFolder(run_dir).write_predictions(df, split)
-
-
-def write_metrics(run_dir: str | os.PathLike, df: pd.DataFrame, split: Any | None = None) -> Path:
-    return RunFolder(run_dir).write_metrics(df, split)
-
-
-def completed_splits(run_dir: str | os.PathLike) -> list[str]:
-    return RunFolder(run_dir).completed_splits()
-
-
-def read_metrics(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return RunFolder(run_dir).read_metrics()
-
-
-def read_predictions(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return RunFolder(run_dir).read_predictions()
-
-
-def write_summary(run_dir: str | os.PathLike, metrics_df: pd.DataFrame | None = None,
-                  meta: dict | None = None) -> Path:
-    """Write ``summary.md``: what the run was, then per test set the median SRCC/PLCC over splits."""
-    return RunFolder(run_dir).write_summary(metrics_df, meta)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from biqabench import io
-from biqabench.errors import BiqaError
+from biqabench.base import io
+from biqabench.base.errors import BiqaError
 from biqabench.results.summary import BOOT_SEED, N_BOOT, summary_table
 
 FORMATS = ("markdown", "latex", "csv")
@@ -31,7 +31,7 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
 def render(df: pd.DataFrame, fmt: str = "markdown", floatfmt: str = ".3f", signed: bool = False) -> str:
     """A table as markdown (GitHub), LaTeX (tabulate) or CSV (full precision).
 
-    Columns named ``delta ...`` (or all, with ``signed``, e.g. for :func:`weight_gain`) are shown
+    Columns named ``delta ...`` (or all, with ``signed``) are shown
     with a sign; NaN shows as ``-``.
     """
     if fmt not in FORMATS:

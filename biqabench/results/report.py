@@ -1,4 +1,4 @@
-"""One-page HTML reports of runs, benchmark matrices and side-by-side comparisons.
+"""One-page HTML reports: rendering, and the report of one run.
 
 A report is one self-contained file: styles inline, figures as SVG ``data:`` URIs, no script or
 font from anywhere (a Content-Security-Policy in the page forbids every fetch), so it opens
@@ -8,8 +8,9 @@ offline and from an e-mail attachment.  It is rendered with Jinja2 from the temp
 * :func:`biqabench.results.report_run.run_context`: an eval, probe or zero-shot test run
   (protocol card, results with CIs, per-split table, scatter plots, training and pretraining
   curves, predictions outside the scale, links to the folder's files);
-* :func:`biqabench.results.report_matrix.matrix_context` and ``comparison_context``: the paper
-  table, the paired gain over the baseline, a per-split paired plot, the jobs.
+* :mod:`biqabench.evaluation.report_matrix` (a layer up: it pairs runs with
+  :mod:`biqabench.evaluation.compare`): a benchmark matrix or runs compared, with the paper table,
+  the paired gain over the baseline, a per-split paired plot, the jobs.
 
 Every finished eval, probe, test and matrix writes ``report.html`` into its folder
 (:func:`write_report_quietly`: a report that fails to render logs a warning and never costs the
@@ -25,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from biqabench import io
-from biqabench.errors import BiqaError
+from biqabench.base import io
 from biqabench.results.folder import Run, load_run
 
 log = logging.getLogger(__name__)
@@ -70,41 +70,6 @@ def run_report(run: str | os.PathLike | Run, out: str | os.PathLike | None = Non
     return _write(path, render(run_context(r, path.parent)))
 
 
-def matrix_report(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write the report of a benchmark matrix folder (default: ``report.html`` in it)."""
-    from biqabench.results.report_matrix import matrix_context
-
-    folder = Path(folder)
-    path = Path(out) if out else folder / REPORT
-    return _write(path, render(matrix_context(folder, path.parent)))
-
-
-def comparison_report(runs: list[str | os.PathLike | Run], out: str | os.PathLike,
-                      root: str | os.PathLike | None = None) -> Path:
-    """Write the report of runs on the same splits, the first one the baseline."""
-    from biqabench.results.report_matrix import comparison_context
-
-    path = Path(out)
-    loaded = [load_run(r, root) for r in runs]
-    return _write(path, render(comparison_context(loaded, path.parent)))
-
-
-def report(targets: list[str], out: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> Path:
-    """What ``biqabench report`` does: one run, one matrix folder, or several runs compared."""
-    from biqabench.results.report_matrix import looks_like_matrix
-
-    if not targets:
-        raise BiqaError("report needs a run id or folder, a matrix folder, or several runs to compare")
-    if len(targets) > 1:
-        if out is None:
-            raise BiqaError("a comparison of several runs has no folder of its own: name the file with -o")
-        return comparison_report(targets, out, root)
-    target = targets[0]
-    if looks_like_matrix(Path(target)):  # its metrics.csv would make it look like a run too
-        return matrix_report(target, out)
-    return run_report(target, out, root)
-
-
 def write_report_quietly(write: Callable[..., Path], *args: Any) -> Path | None:
     """``write(*args)``, but a report that cannot be rendered logs a warning instead of failing
     the run it describes (the run's numbers are already on disk)."""
@@ -116,5 +81,4 @@ def write_report_quietly(write: Callable[..., Path], *args: Any) -> Path | None:
         return None
 
 
-__all__ = ["REPORT", "comparison_report", "environment", "matrix_report", "render", "report", "run_report",
-           "write_report_quietly"]
+__all__ = ["REPORT", "environment", "render", "run_report", "write_report_quietly"]

@@ -1,6 +1,6 @@
 """The figures of an HTML report (:mod:`biqabench.results.report`), embedded in the page.
 
-Every figure is drawn by :mod:`biqabench.plots` (the same scatter, training and loss figures a
+Every figure is drawn by :mod:`biqabench.base.plots` (the same scatter, training and loss figures a
 run folder's ``plots/`` holds as PNG) or, for the per-split paired plot of a matrix, here; each is
 saved as SVG into a ``data:`` URI, so the report is one file that opens offline and from an
 e-mail attachment.  An image is a dict ``{id, src, alt, caption}``: the template gives every
@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from biqabench import plots
+from biqabench.base import plots
 
 
 def svg_uri(fig: Figure) -> str:

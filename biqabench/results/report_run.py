@@ -75,26 +75,16 @@ def split_table(metrics: pd.DataFrame, seeds: list) -> dict:
     return {"columns": [{"metric": c, "label": METRIC_NAMES.get(c, c)} for c in columns], "rows": rows}
 
 
-def outside_scale(run: Run, predictions: pd.DataFrame) -> list[dict]:
-    """Per test set: predictions outside the dataset's scale (the eval manifest's count, else
-    counted here the same way for probe and test runs)."""
-    from biqabench.scoring import outside_scale as count
-
-    recorded = run.get("outside_scale") or {}
-    datasets = run.get("datasets") or {}
+def outside_scale(run: Run) -> list[dict]:
+    """Per test set: predictions outside the dataset's MOS scale, as the run's manifest counted
+    them (eval, probe and test record ``outside_scale``; a run from before they did shows none)."""
     rows = []
-    names = list(recorded) or [str(n) for n in pd.unique(predictions.get("test_set", pd.Series(dtype=str)))]
-    for name in names:
-        if name in recorded:
-            v = recorded[name]
-        elif (datasets.get(name) or {}).get("scale") and "pred" in predictions.columns:
-            pred = predictions.loc[predictions["test_set"].astype(str) == name, "pred"].to_numpy(dtype=float)
-            v = {"outside": count(pred, tuple(datasets[name]["scale"])), "predictions": int(len(pred)),
-                 "scale": list(datasets[name]["scale"])}
-        else:
+    for name, v in (run.get("outside_scale") or {}).items():
+        try:
+            rows.append({"test_set": str(name), "outside": int(v["outside"]), "predictions": int(v["predictions"]),
+                         "scale": f"{float(v['scale'][0]):g} to {float(v['scale'][1]):g}"})
+        except (KeyError, TypeError, ValueError, IndexError):
             continue
-        rows.append({"test_set": name, "outside": int(v["outside"]), "predictions": int(v["predictions"]),
-                     "scale": f"{float(v['scale'][0]):g} to {float(v['scale'][1]):g}"})
     return rows
 
 
@@ -134,7 +124,7 @@ def run_context(run: Run, out_dir: Path) -> dict:
         "card": protocol_card(run, out_dir),
         "results": results_groups(metrics),
         "per_split": split_table(metrics, list(run.get("seeds") or [])),
-        "outside": outside_scale(run, predictions),
+        "outside": outside_scale(run),
         "scatter": figures, "training": curve, "pretraining": [pretrained] if pretrained else [],
         "trained": run.get("kind") == "eval",
         "files": file_links(run.path, out_dir),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from biqabench.metrics import aggregate_frame
+from biqabench.base.metrics import aggregate_frame
 
 METRIC_LABELS = {"srcc": "SRCC", "krcc": "KRCC", "plcc": "PLCC", "plcc_logistic": "PLCC (logistic)",
                  "rmse_logistic": "RMSE (logistic)"}

@@ -1,9 +1,9 @@
 """Tables made from run folders: the run list, run-vs-run comparisons, and the QPT paper's
 main-table layout (one run's own summary is :mod:`biqabench.results.summary`).
 
-:func:`compare_runs`, :func:`paper_table` and :func:`weight_gain` answer the QPT question directly:
-for the same head, how much does swapping ImageNet weights for quality-aware ones change the
-median SRCC/PLCC on each dataset?
+:func:`compare_runs` and :func:`paper_table` show the QPT question side by side: for the same head,
+what median SRCC/PLCC each weights reach on each dataset.  Whether a difference is more than the
+splits' noise is the paired comparison's answer (:mod:`biqabench.evaluation.compare`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 from biqabench.results.folder import METRICS_FILE_COLUMNS, Run, load_run, require_columns, run_ids, runs_root
 from biqabench.results.summary import METRIC_LABELS, fmt_number
 
@@ -169,35 +169,3 @@ def paper_table(df: pd.DataFrame, metrics: Sequence[str] = ("srcc", "plcc"), row
     table = table.reindex(pd.MultiIndex.from_tuples(row_order, names=rows) if len(rows) > 1
                           else pd.Index([r[0] for r in row_order], name=rows[0]))
     return table
-
-
-def weight_gain(df: pd.DataFrame, baseline: str | None = None, **paper_table_kwargs: Any) -> pd.DataFrame:
-    """Per head, each weights row minus the baseline weights row (default imagenet, else random).
-
-    Accepts per-split metrics (turned into a :func:`paper_table`) or a paper table itself.  Rows
-    are labelled ``<weights> vs <baseline>``; a head with no baseline row is left out.
-    """
-    table = df if isinstance(df.columns, pd.MultiIndex) else paper_table(df, **paper_table_kwargs)
-    if "weights" not in (table.index.names or []):
-        raise ValueError("weight_gain needs a 'weights' row level (see paper_table)")
-    present = list(pd.unique(table.index.get_level_values("weights")))
-    if baseline is None:
-        baseline = next((b for b in ("imagenet", "random") if b in present), None)
-    if baseline is None or baseline not in present:
-        raise BiqaError(f"no baseline weights {baseline or 'imagenet/random'} to compare against; "
-                        f"weights present: {', '.join(map(str, present))}")
-    others = [n for n in table.index.names if n != "weights"]
-    weights = table.index.get_level_values("weights")
-    groups = list(zip(*(table.index.get_level_values(n) for n in others))) if others else [()] * len(table)
-    values = table.to_numpy(dtype=float)
-    base_of = {g: values[i] for i, (g, w) in enumerate(zip(groups, weights)) if w == baseline}
-    out_rows, out_index = [], []
-    for i, (g, w) in enumerate(zip(groups, weights)):
-        if w == baseline or g not in base_of:
-            continue
-        out_rows.append(values[i] - base_of[g])
-        out_index.append((*g, f"{w} vs {baseline}"))
-    names = [*others, "weights"]
-    index = pd.MultiIndex.from_tuples(out_index, names=names) if len(names) > 1 else \
-        pd.Index([i[0] for i in out_index], name="weights")
-    return pd.DataFrame(out_rows, index=index, columns=table.columns)

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from biqabench.data.readers import load_generic, load_pyiqa
-from biqabench.data.readers.common import has_files as _has
-from biqabench.data.table import DatasetSpec
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import DatasetSpec, has_files as _has, hookimpl, load_generic, load_pyiqa
 from biqabench_plugins.datasets import demo
 from biqabench_plugins.datasets.authentic import (KONIQ_LABELS, SPAQ_LABELS, load_bid, load_clive, load_flive,
                                                   load_koniq, load_spaq)

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from biqabench.data.readers.common import (
-    cell, column, find_dir, find_file, need_root, no_unknown_options, parse_bool, read_csv, split_label,
+from biqabench.plugin_api import (
+    BiqaError, IQATable, build_table, cell, column, find_dir, find_file, need_root, no_unknown_options, parse_bool,
+    read_csv, read_xlsx, split_label,
 )
-from biqabench.data.readers.xlsx import read_xlsx
-from biqabench.data.table import IQATable, build_table
-from biqabench.errors import BiqaError
 
 _TRAINING = re.compile(r"^t\d+\.bmp$", re.IGNORECASE)
 

@@ -41,10 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from biqabench.data.embedded import VERSION, embedded_root, load_photo, publish
-from biqabench.data.readers.common import no_unknown_options
-from biqabench.data.readers.tables import read_generic_csv
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import (
+    BiqaError, EMBEDDED_VERSION as VERSION, embedded_root, load_photo, no_unknown_options, publish, read_generic_csv,
+)
 
 SIZE = 128          # side of a content crop (px)
 
@@ -74,7 +73,7 @@ DISTORTIONS: dict[str, tuple[float, ...]] = {
 GRID, FAITHFUL_WITHIN, MAX_OVERLAP, MAX_CROPS = 16, 7.0, 0.25, 8
 
 #: The windows :func:`select_contents` picks, written out so that a build takes seconds (the
-#: search takes about a minute); ``tests/test_data_embedded.py`` checks that the rule still picks them.
+#: search takes about a minute); ``tests/data/test_embedded.py`` checks that the rule still picks them.
 CONTENTS: dict[str, list[tuple[str, int, int]]] = {
     "demo-a": [
         ("astronaut", 0, 128), ("astronaut", 64, 64), ("astronaut", 0, 0), ("camera", 80, 64),

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from biqabench.data.readers.common import (
-    cell, column, find_dir, find_file, need_root, no_unknown_options, parse_bool, read_csv, read_whitespace_table,
+from biqabench.plugin_api import (
+    BiqaError, IQATable, build_table, cell, column, find_dir, find_file, need_root, no_unknown_options, parse_bool,
+    read_csv, read_whitespace_table,
 )
-from biqabench.data.table import IQATable, build_table
-from biqabench.errors import BiqaError
 from biqabench_plugins.datasets.authentic import _loadmat, _mat_strings
 
 

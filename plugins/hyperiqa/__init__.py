@@ -9,8 +9,7 @@ every 6 epochs.  CPU-scale and paper-scale presets: ``presets/{cpu,paper}.yaml``
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, PyiqaCheckpoint, TrainRecipe, presets_in
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import HeadSpec, PyiqaCheckpoint, TrainRecipe, hookimpl, presets_in
 from biqabench_plugins.hyperiqa.model import HyperIQAHead, HyperIQAOptions
 from biqabench_plugins.hyperiqa.pyiqa_compat import backbone_of, load_pyiqa_checkpoint
 

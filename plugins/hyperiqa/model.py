@@ -34,10 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biqabench.backbones import Backbone
-from biqabench.config import override
-from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, TrainRecipe
+from biqabench.plugin_api import Backbone, BiqaError, IQAHead, TrainRecipe, override
 
 LDA_GRIDS = (8, 4, 2)          # pooled grid of the LDA modules on stages 1-3 (224 px: 56/7, 28/7, 14/7)
 LDA_CHANNELS = (16, 32, 64)    # 1x1-conv widths of the LDA modules on stages 1-3 (the paper's)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from biqabench.heads import HeadSpec, IQAHead, TrainRecipe, presets_in
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import HeadSpec, IQAHead, TrainRecipe, hookimpl, presets_in
 
 __all__ = ["RECIPE", "LinearHead", "build"]
 

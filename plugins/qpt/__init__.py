@@ -7,7 +7,7 @@ when a command runs, so loading the plugin keeps the CLI fast.
 
 from __future__ import annotations
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 REFERENCE = ("K. Zhao, K. Yuan, M. Sun, M. Li, X. Wen. Quality-aware Pre-trained Models for Blind Image "
              "Quality Assessment. CVPR 2023")
@@ -21,7 +21,7 @@ def _run(request):
 
 @hookimpl
 def register_pretrainers(register):
-    from biqabench.pretrain import PretrainerSpec
+    from biqabench.plugin_api import PretrainerSpec
 
     register(PretrainerSpec(
         name="qpt", run=_run, reference=REFERENCE,

@@ -12,10 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from biqabench.config import load_yaml, override
-from biqabench.errors import BiqaError
-from biqabench.optimizers import check_optimizer
-from biqabench.pretrain import PretrainRequest
+from biqabench.plugin_api import BiqaError, PretrainRequest, check_optimizer, load_yaml, override
 from biqabench_plugins.qpt.degradations import DegradationConfig, validate
 
 log = logging.getLogger(__name__)
@@ -29,7 +26,7 @@ DEGRADE_ON = ("auto", "workers", "device")
 class OptimConfig:
     """The query encoder's optimiser, linear warm-up then cosine decay (MoCo v2's schedule).
 
-    ``optimizer`` is a name of :data:`biqabench.optimizers.OPTIMIZERS`: ``sgd`` (MoCo v2 and the
+    ``optimizer`` is a name of :data:`biqabench.components.optimizers.OPTIMIZERS`: ``sgd`` (MoCo v2 and the
     paper) or ``lars`` (per-tensor trust ratio ``trust_coeff``; the CPU default, see docs/qpt.md).
     """
 
@@ -62,7 +59,7 @@ class QPTConfig:
     in_batch_negatives: bool = True
     key_bn_splits: int = 2       # shuffle-BN sub-batches in a single process
     workers: int = 1             # DataLoader processes decoding images
-    threads: int = 1             # CPU intra-op threads; 0: auto (biqabench.device.choose_threads). 1 is
+    threads: int = 1             # CPU intra-op threads; 0: auto (biqabench.runtime.device.choose_threads). 1 is
                                  # the robust choice for a small or shared CPU (measurements there)
     checkpoint_every: int = 20
     log_recipes_every: int = 10  # every N steps, the step's recipes go to recipes.jsonl (0: never)

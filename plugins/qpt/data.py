@@ -33,10 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from biqabench.data.images import IMAGENET_MEAN, IMAGENET_STD, decode_array
-from biqabench.device import threads
-from biqabench.errors import BiqaError
-from biqabench_plugins.qpt.degradations import DegradationConfig, Recipe, degrade_batch, sample_distinct
+from biqabench.plugin_api import BiqaError, IMAGENET_MEAN, IMAGENET_STD, decode_array, threads
+from biqabench_plugins.qpt.degradations import DegradationConfig, degrade_batch, sample_distinct
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +296,3 @@ class StepSampler(Sampler):
         while True:
             yield step
             step += 1
-
-
-def recipes_of(batch: QPTBatch) -> list[list[Recipe]]:
-    """The batch's recipes as :class:`Recipe` objects (d1, d2... per image)."""
-    return [[Recipe.from_dict(d) for d in per_image] for per_image in (batch.recipes or [])]

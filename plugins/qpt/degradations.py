@@ -47,8 +47,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from biqabench.config import load_yaml, override
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError, load_yaml, override
 from biqabench_plugins.qpt.operators import (  # noqa: F401 - the operators, re-exported
     FFT_FROM, POISSON_NORMAL_FROM, _kernel_of, apply_blur, apply_jpeg, apply_noise, apply_recipe, apply_resize,
     blur_kernel, degrade_batch, is_separable, jpeg_codec, kernel_factors, poisson_levels, resize_matrix,
@@ -523,7 +522,3 @@ def space_size(cfg: DegradationConfig | None = None, level: str = "params") -> i
     s2 = _stage_count(cfg, cfg.stage2, level)
     chains = sum(s1 * s2 ** (n - 1) for n, p in enumerate(cfg.order_probs, start=1) if p > 0)
     return chains * _final_count(cfg, level)
-
-
-def sample_recipes(cfg: DegradationConfig, rng: np.random.Generator, n: int) -> list[Recipe]:
-    return [sample_recipe(cfg, rng) for _ in range(n)]

@@ -25,8 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biqabench import distributed
-from biqabench.backbones import Backbone
+from biqabench.plugin_api import Backbone, distributed
 from biqabench_plugins.qpt.loss import qc_logits
 
 

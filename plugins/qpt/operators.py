@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError
 from biqabench_plugins.qpt.recipes import Op, Recipe
 
 Sizes = list[tuple[int, int]]

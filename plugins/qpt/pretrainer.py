@@ -29,17 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from biqabench import checkpoint as ckpt
-from biqabench import distributed, io
-from biqabench.device import Runtime, choose_threads, get_runtime, threads
-from biqabench.divergence import NanGuard, check_policy
-from biqabench.errors import BiqaError
-from biqabench.interrupt import Interrupted, StopFlag  # noqa: F401 - Interrupted is part of this API
-from biqabench.optimizers import build_optimizer
-from biqabench.paths import results_root
-from biqabench.plots import loss_curve
-from biqabench.pretrain import PretrainRequest
-from biqabench.weights import WeightsRecord, WeightsStore
+from biqabench.plugin_api import (  # noqa: F401 - Interrupted is part of this API
+    BiqaError, Interrupted, NanGuard, PretrainRequest, Runtime, StopFlag, WeightsRecord, WeightsStore,
+    build_optimizer, check_policy, checkpoint as ckpt, choose_threads, distributed, get_runtime, io, loss_curve,
+    results_root, threads,
+)
 from biqabench_plugins.qpt.data import (CropDataset, QPTBatch, StepBatches, StepSampler, ViewSpec, list_images,
                                         low_priority_worker, make_views, step_generators)
 from biqabench_plugins.qpt.config import (DEGRADE_ON, RESUMABLE_CHANGES, OptimConfig, QPTConfig,  # noqa: F401
@@ -91,7 +85,7 @@ class QPTTrainer:
     @classmethod
     def build(cls, backbone: str, cfg: QPTConfig, runtime: Runtime, total_steps: int, seed: int = 0,
               rank: int = 0, world: int = 1) -> "QPTTrainer":
-        from biqabench.backbones import create_backbone
+        from biqabench.plugin_api import create_backbone
 
         torch.manual_seed(seed)  # same initialisation in every process
         net = create_backbone(backbone, weights="random")
@@ -187,7 +181,7 @@ def _np_unstate(s: list) -> tuple:
 # the run
 # ------------------------------------------------------------------------------------------------
 def default_data() -> Path:
-    from biqabench.data.embedded import pristine_dir
+    from biqabench.plugin_api import pristine_dir
 
     return pristine_dir()
 

@@ -18,7 +18,7 @@ app = typer.Typer(help="QPT (quality-aware pretraining): look at its degradation
 
 
 def _default_image() -> Path:
-    from biqabench.data.embedded import pristine_dir
+    from biqabench.plugin_api import pristine_dir
 
     return pristine_dir() / "motorcycle_left.png"  # a pretraining photo (no demo set uses it)
 
@@ -28,7 +28,7 @@ def load_crop(path: Path | None, size: int):
     import torch
     import torch.nn.functional as F
 
-    from biqabench.data.images import decode_array
+    from biqabench.plugin_api import decode_array
 
     arr = decode_array(path or _default_image())
     x = torch.from_numpy(arr).float().unsqueeze(0) / 255.0
@@ -50,7 +50,7 @@ def make_preview(image: Path | None, out: Path, n: int = 8, seed: int = 0, confi
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from biqabench import io
+    from biqabench.plugin_api import io
     from biqabench_plugins.qpt.degradations import degrade_batch, load_degradation_config, sample_recipe
 
     cfg = load_degradation_config(str(config) if config else None)

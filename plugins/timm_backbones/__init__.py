@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from functools import partial
 
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import hookimpl
 
 PREFIX = "timm/"
 
@@ -77,7 +77,7 @@ def resolve_backbone(name, register):
 
 @hookimpl
 def search_backbones(pattern):
-    from biqabench.plugins import registry
+    from biqabench.plugin_api import registry
     from biqabench_plugins.timm_backbones.backbone import import_timm
 
     prefixed = pattern.startswith(PREFIX)

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from biqabench.backbones import Backbone
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import Backbone, BiqaError
 
 PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)  # plain ViT: resampling of the four block outputs
 DYNAMIC = ("dynamic_img_size", "dynamic_img_pad")  # timm options for any input size, where a model has them
@@ -146,7 +145,7 @@ class TimmBackbone(Backbone):
         trained at another size), the model family's own ``checkpoint_filter_fn`` converts it, as
         timm's pretrained loader does.  Classifier keys stay unmatched and are dropped later.
         """
-        from biqabench.weights import PREFIXES
+        from biqabench.plugin_api import WEIGHTS_PREFIXES as PREFIXES
 
         own = self.model.state_dict()
         plain: dict[str, torch.Tensor] = {}

@@ -10,7 +10,7 @@ Where the file is looked for, in order:
    torch hub's checkpoint folder).
 
 Offline and not found, it fails with one line naming the file and where to place it.  The file
-found is then read by :func:`biqabench.weights.read_state_dict` like any ``--weights FILE``.
+found is then read by :func:`biqabench.components.weights.read_state_dict` like any ``--weights FILE``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError
 
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
 

@@ -3,8 +3,7 @@ and a tiny conv net for tests and smoke runs."""
 
 from functools import partial
 
-from biqabench.backbones import TinyBackbone
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import TinyBackbone, hookimpl
 from biqabench_plugins.torchvision_backbones.resnet import ResNetBackbone
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")

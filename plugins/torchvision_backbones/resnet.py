@@ -1,8 +1,8 @@
-"""torchvision ResNets as :class:`~biqabench.backbones.Backbone`: the classifier dropped, the four
+"""torchvision ResNets as :class:`~biqabench.components.backbones.Backbone`: the classifier dropped, the four
 stages (layer1..layer4) exposed, so HyperIQA/TReS heads get their multi-scale maps.
 
 Built with random weights (``weights=None``: nothing downloads); ImageNet or pretrainer weights
-are put in afterwards by :func:`biqabench.weights.resolve_weights`.  Lives in the plugin that
+are put in afterwards by :func:`biqabench.components.weights.resolve_weights`.  Lives in the plugin that
 registers it: the core only knows the Backbone protocol and reaches ResNets by name
 (``create_backbone("resnet50")``).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from biqabench.backbones import Backbone
+from biqabench.plugin_api import Backbone
 
 
 class ResNetBackbone(Backbone):

@@ -12,8 +12,7 @@ in this package.
 
 from __future__ import annotations
 
-from biqabench.heads import HeadSpec, PyiqaCheckpoint, TrainRecipe, presets_in
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import HeadSpec, PyiqaCheckpoint, TrainRecipe, hookimpl, presets_in
 from biqabench_plugins.tres.loss import PAPER_LOSS, ranking_loss, tres_loss
 from biqabench_plugins.tres.model import TReSHead, TReSOptions
 from biqabench_plugins.tres.pyiqa_compat import backbone_of, load_pyiqa_checkpoint

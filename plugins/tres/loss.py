@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from biqabench.errors import BiqaError
+from biqabench.plugin_api import BiqaError
 
 REGRESSION = ("l1", "mse")
 TERMS = (*REGRESSION, "rank", "consistency")

@@ -35,10 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from biqabench.backbones import Backbone
-from biqabench.config import override
-from biqabench.errors import BiqaError
-from biqabench.heads import IQAHead, TrainRecipe
+from biqabench.plugin_api import Backbone, BiqaError, IQAHead, TrainRecipe, override
 from biqabench_plugins.tres.loss import parse_loss_terms, tres_loss
 
 

@@ -18,9 +18,7 @@ from collections.abc import Mapping
 
 import torch
 
-from biqabench.errors import BiqaError
-from biqabench.heads import load_foreign_state_dict
-from biqabench.weights import read_state_dict
+from biqabench.plugin_api import BiqaError, load_foreign_state_dict, read_state_dict
 
 RENAME = (("model.", "backbone."),)
 
@@ -41,7 +39,7 @@ def backbone_of(state: Mapping[str, torch.Tensor]) -> str:
 def load_pyiqa_checkpoint(head, source: str | os.PathLike | Mapping[str, torch.Tensor]):
     """Load a pyiqa ``TReS`` state dict (file or mapping) into ``head`` (a TReSHead).
 
-    Returns a :class:`biqabench.weights.LoadReport`; raises :class:`BiqaError` when tensors are
+    Returns a :class:`biqabench.components.weights.LoadReport`; raises :class:`BiqaError` when tensors are
     missing, unexpected or of another shape (e.g. the checkpoint was trained on another backbone).
     """
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 
 def need_root(root: Path | str | None, dataset: str) -> Path:

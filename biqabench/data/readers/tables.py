@@ -17,7 +17,7 @@ from biqabench.data.readers.common import (
     cell, column, find_file, need_root, no_unknown_options, parse_bool, parse_scale, read_csv, split_label,
 )
 from biqabench.data.table import IQATable, build_table
-from biqabench.errors import BiqaError
+from biqabench.base.errors import BiqaError
 
 #: pyiqa dataset name (from the meta file name) -> (scale, higher_better).  LIVE and CSIQ store
 #: DMOS; the rest MOS.  KonIQ's meta file carries the 0..100 MOS of the official CSV.

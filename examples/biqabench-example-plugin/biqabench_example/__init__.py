@@ -4,9 +4,7 @@ import torch
 import typer
 from torch import nn
 
-from biqabench.backbones import Backbone
-from biqabench.heads import HeadSpec, IQAHead, TrainRecipe
-from biqabench.hookspecs import hookimpl
+from biqabench.plugin_api import Backbone, HeadSpec, IQAHead, TrainRecipe, hookimpl
 
 
 class ToyNet(Backbone):

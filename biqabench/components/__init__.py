@@ -1,0 +1,1 @@
+"""Components: the plugin hooks and registry, and the interfaces plugins implement."""

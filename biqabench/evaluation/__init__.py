@@ -1,0 +1,1 @@
+"""Evaluation: protocol, eval and probe runs, comparisons, benchmark matrices, studies."""

@@ -1,0 +1,1 @@
+"""Training loops: fine-tuning and pretraining, checkpoints, divergence, feature caches."""
