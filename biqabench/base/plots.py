@@ -50,6 +50,48 @@ def _pick_split(group: pd.DataFrame, split: Any) -> tuple[pd.DataFrame, str]:
     return group[keys == key], key
 
 
+def scatter_figures(predictions_df: pd.DataFrame, *, split: Any = "median") -> dict[str, Figure]:
+    """The figures :func:`scatter_plot` saves, ``{test set (or train->test): Figure}`` (reports
+    embed them as SVG)."""
+    if predictions_df.empty:
+        return {}
+    missing = [c for c in ("test_set", "mos", "pred") if c not in predictions_df.columns]
+    if missing:
+        raise ValueError(f"scatter_plot needs columns test_set, mos, pred; missing {missing}")
+    by = ["train_set", "test_set"] if "train_set" in predictions_df.columns else ["test_set"]
+    figures: dict[str, Figure] = {}
+    for key, group in predictions_df.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        name = str(key[-1]) if len(key) == 1 or str(key[0]) == str(key[1]) else f"{key[0]}->{key[1]}"
+        rows, chosen = _pick_split(group, split)
+        if not rows.empty:
+            figures[name] = _scatter_figure(rows, name, chosen)
+    return figures
+
+
+def _scatter_figure(rows: pd.DataFrame, name: str, chosen: str) -> Figure:
+    x = rows["pred"].to_numpy(dtype=float)
+    y = rows["mos"].to_numpy(dtype=float)
+    m = compute_metrics(x, y)
+    fig = Figure(figsize=(5, 4.2))
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=6, alpha=0.5, linewidths=0, rasterized=True, label="images")
+    mapping = fit_logistic(x, y)
+    finite = x[np.isfinite(x)]
+    if mapping.kind != "none" and finite.size:
+        grid = np.linspace(finite.min(), finite.max(), 200)
+        ax.plot(grid, mapping(grid), color="C3", lw=1.5, label=f"{mapping.kind} fit")
+        ax.legend(loc="best", fontsize=8)
+    where = f" (split {chosen})" if chosen else ""
+    ax.set_title(f"{name}{where}\nSRCC {m['srcc']:.3f}  PLCC {m['plcc']:.3f}  "
+                 f"PLCC-logistic {m['plcc_logistic']:.3f}  n={m['n']}", fontsize=9)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("MOS")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def scatter_plot(predictions_df: pd.DataFrame, out_dir: str | os.PathLike, *, split: Any = "median",
                  prefix: str = "scatter") -> dict[str, Path]:
     """One PNG per test set: predictions (x) against MOS (y) with the fitted logistic curve.
@@ -59,40 +101,8 @@ def scatter_plot(predictions_df: pd.DataFrame, out_dir: str | os.PathLike, *, sp
     median SRCC, a representative one.  The title gives that split's SRCC, raw PLCC and PLCC
     after the logistic mapping.  Returns ``{test set (or train->test): path}``.
     """
-    if predictions_df.empty:
-        return {}
-    missing = [c for c in ("test_set", "mos", "pred") if c not in predictions_df.columns]
-    if missing:
-        raise ValueError(f"scatter_plot needs columns test_set, mos, pred; missing {missing}")
-    by = ["train_set", "test_set"] if "train_set" in predictions_df.columns else ["test_set"]
-    written: dict[str, Path] = {}
-    for key, group in predictions_df.groupby(by, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        name = str(key[-1]) if len(key) == 1 or str(key[0]) == str(key[1]) else f"{key[0]}->{key[1]}"
-        rows, chosen = _pick_split(group, split)
-        if rows.empty:
-            continue
-        x = rows["pred"].to_numpy(dtype=float)
-        y = rows["mos"].to_numpy(dtype=float)
-        m = compute_metrics(x, y)
-        fig = Figure(figsize=(5, 4.2))
-        ax = fig.add_subplot()
-        ax.scatter(x, y, s=6, alpha=0.5, linewidths=0, rasterized=True, label="images")
-        mapping = fit_logistic(x, y)
-        finite = x[np.isfinite(x)]
-        if mapping.kind != "none" and finite.size:
-            grid = np.linspace(finite.min(), finite.max(), 200)
-            ax.plot(grid, mapping(grid), color="C3", lw=1.5, label=f"{mapping.kind} fit")
-            ax.legend(loc="best", fontsize=8)
-        where = f" (split {chosen})" if chosen else ""
-        ax.set_title(f"{name}{where}\nSRCC {m['srcc']:.3f}  PLCC {m['plcc']:.3f}  "
-                     f"PLCC-logistic {m['plcc_logistic']:.3f}  n={m['n']}", fontsize=9)
-        ax.set_xlabel("prediction")
-        ax.set_ylabel("MOS")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written[name] = _save(fig, Path(out_dir) / f"{prefix}-{_slug(name)}.png")
-    return written
+    return {name: _save(fig, Path(out_dir) / f"{prefix}-{_slug(name)}.png")
+            for name, fig in scatter_figures(predictions_df, split=split).items()}
 
 
 def _first(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
@@ -105,10 +115,15 @@ def training_curves(history_df: pd.DataFrame, path: str | os.PathLike, title: st
     Reads ``step`` or ``epoch`` for x, ``loss`` or ``train_loss``, and ``val_srcc`` or ``srcc``;
     rows without a validation value (evaluated only every few steps) are skipped for that panel.
     """
+    return _save(training_figure(history_df, title), path)
+
+
+def training_figure(history_df: pd.DataFrame, title: str | None = None) -> Figure:
+    """The figure :func:`training_curves` saves."""
     if history_df.empty:  # e.g. a head evaluated without training: still leave a figure that says so
         fig = Figure(figsize=(5, 3.6))
         fig.text(0.5, 0.5, "no training history recorded", ha="center", va="center")
-        return _save(fig, path)
+        return fig
     x_col = _first(history_df, ("step", "epoch"))
     loss_col = _first(history_df, ("loss", "train_loss"))
     val_col = _first(history_df, ("val_srcc", "srcc"))
@@ -131,16 +146,22 @@ def training_curves(history_df: pd.DataFrame, path: str | os.PathLike, title: st
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
         ax.set_ylabel("validation SRCC" if col == val_col else "training loss")
         ax.grid(alpha=0.3)
-        if len(groups) > 1 and len(groups) <= 10:
-            ax.legend(fontsize=7)
+    legend = 1 < len(groups) <= 10 and fig.axes[0].get_legend_handles_labels()[0]
+    if legend:  # one legend for both panels, beside them: inside, it hides the lines
+        fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 1 - 0.75 / fig.get_figwidth(), 1) if legend else None)
+    return fig
 
 
 def loss_curve(losses: list[float], path: str | os.PathLike, title: str, ylabel: str = "loss") -> Path:
     """A per-step training loss with its running mean (pretraining runs: ``loss.png``)."""
+    return _save(loss_figure(losses, title, ylabel), path)
+
+
+def loss_figure(losses: list[float], title: str, ylabel: str = "loss") -> Figure:
+    """The figure :func:`loss_curve` saves."""
     fig = Figure(figsize=(6, 3.6))
     ax = fig.add_subplot()
     steps = np.arange(1, len(losses) + 1)
@@ -155,4 +176,4 @@ def loss_curve(losses: list[float], path: str | os.PathLike, title: str, ylabel:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

@@ -66,7 +66,14 @@ def eval_command(
     from biqabench.results import RunFolder
 
     typer.echo(RunFolder(run).summary_path.read_text())
+    _echo_report(run)
     typer.echo(f"run folder: {run}")
+
+
+def _echo_report(folder: Path) -> None:
+    """The report's path, when the run or matrix wrote one (its last lines name its folder)."""
+    if (Path(folder) / "report.html").is_file():
+        typer.echo(f"report: {Path(folder) / 'report.html'}")
 
 
 def probe_command(
@@ -109,6 +116,7 @@ def probe_command(
                      data_root=data_root, device=device, precision=precision)
     run = run_probe(config, run_dir=run_dir, progress=not no_progress, **overrides)
     typer.echo((run / "summary.md").read_text())
+    _echo_report(run)
     typer.echo(f"run folder: {run}")
 
 
@@ -143,6 +151,7 @@ def benchmark_command(
     run_matrix(m, jobs=jobs, progress=not no_progress, echo=typer.echo, launcher=launcher, wait=wait)
     folder = matrix_folder(m)
     typer.echo((folder / "table.md").read_text() if (folder / "table.md").is_file() else "(no finished jobs)")
+    _echo_report(folder)
 
 
 def _benchmark_dry_run(m, planned: list, launcher: str, jobs: Optional[int]) -> None:

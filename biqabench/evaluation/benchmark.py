@@ -231,11 +231,13 @@ def collect(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
 
 
 GAIN_NOTE = ("\n\nmedian of per-split deltas; 95% CI: percentile bootstrap (scipy.stats.bootstrap); "
-             "Wilcoxon: two-sided signed-rank p-value of the per-split deltas (biqabench.base.stats).\n")
+             "Wilcoxon: two-sided signed-rank p-value of the per-split deltas (biqabench.base.stats); "
+             "splits up: on how many splits the weights scored higher.\n")
 
 
 def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     from biqabench.evaluation.compare import paired_gain
+    from biqabench.evaluation.report_matrix import matrix_report, write_report_quietly
     from biqabench.results import paper_table, render
 
     folder = matrix_folder(matrix, root)
@@ -254,4 +256,18 @@ def write_tables(matrix: Matrix, root: Path | None = None) -> pd.DataFrame:
     io.write_text(folder / "table.tex", render(table, "latex"))
     io.write_text(folder / "table.csv", render(table, "csv"))
     io.write_text(folder / "metrics.csv", df.to_csv(index=False))
+    write_info(matrix, root)
+    write_report_quietly(matrix_report, folder)
     return table
+
+
+def write_info(matrix: Matrix, root: Path | None = None) -> Path:
+    """``matrix.json``: the axes, the baseline and every job's folder, so that the folder alone
+    says what it holds (``biqabench report`` reads it)."""
+    folder = matrix_folder(matrix, root)
+    jobs = [{"key": j.key, "head": j.config.head, "weights": j.config.weights, "train": j.config.train}
+            for j in plan(matrix, root)]
+    return io.write_json(folder / "matrix.json", {
+        "name": matrix.name, "heads": matrix.heads, "weights": matrix.weights, "train": matrix.train,
+        "baseline": matrix.baseline or matrix.weights[0], "backbone": matrix.base.backbone,
+        "splits": matrix.base.splits, "protocol": matrix.base.protocol, "test": matrix.base.test, "jobs": jobs})

@@ -166,9 +166,15 @@ def paired_gain(df: pd.DataFrame, baseline: str, metric: str = "srcc") -> pd.Dat
             rows.append({"head": head, "weights": f"{w} vs {baseline}", "dataset": dataset,
                          f"median delta {metric.upper()}": t["median_delta"],
                          "95% CI": f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]",
-                         "Wilcoxon p": t["wilcoxon_p"], "splits": t["n"]})
+                         "Wilcoxon p": t["wilcoxon_p"], "splits": t["n"], "splits up": splits_up(t["deltas"])})
     return pd.DataFrame(rows)
 
 
+def splits_up(deltas: Sequence[float]) -> str:
+    """``"k/n"``: of the ``n`` finite per-split deltas, ``k`` are positive (the other run is higher)."""
+    finite = [d for d in deltas if d is not None and math.isfinite(d)]
+    return f"{sum(d > 0 for d in finite)}/{len(finite)}"
+
+
 __all__ = ["split_based", "compare_paired", "labels_for", "paired_gain", "paired_rows", "require_same_splits", "run_label",
-           "splits_difference"]
+           "splits_difference", "splits_up"]

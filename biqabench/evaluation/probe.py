@@ -229,8 +229,9 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     from biqabench.data import load_dataset
     from biqabench.data.splitfiles import write_split_files
     from biqabench.runtime.device import get_runtime
-    from biqabench.evaluation.protocol import plan_splits
+    from biqabench.evaluation.protocol import outside_scale_counts, plan_splits
     from biqabench.results import RunFolder
+    from biqabench.results.report import run_report, write_report_quietly
 
     started = time.time()
     cfg = config if isinstance(config, ProbeConfig) else load_probe_config(config, **overrides)
@@ -274,9 +275,11 @@ def run_probe(config: ProbeConfig | str | Path | None = None, *, run_dir: str | 
     metrics, predictions = folder.read_metrics(), folder.read_predictions()
     folder.write_metrics(metrics)
     folder.write_predictions(predictions)
+    manifest["outside_scale"] = outside_scale_counts(predictions, manifest)  # a ridge is not bounded either
     folder.write_summary(metrics, manifest)
     folder.write_plots(predictions, pd.DataFrame())
     folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": round(time.time() - started, 1)})
+    write_report_quietly(run_report, folder.path)
     return folder.path
 
 

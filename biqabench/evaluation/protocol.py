@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from biqabench.base.errors import BiqaError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from biqabench.data.splits import Split
     from biqabench.data.table import IQATable
     from biqabench.components.heads import TrainRecipe as Recipe
@@ -120,5 +122,21 @@ def protocol_fields(cfg: "EvalConfig", recipe: "Recipe", splits: list["Split"], 
             "input_size": {t.name: input_size(t, recipe) for t in tables}}
 
 
+
+def outside_scale_counts(predictions: "pd.DataFrame", manifest: dict) -> dict:
+    """Per test set: how many predictions (all splits) fall outside the dataset's native scale.
+    A fine-tuned head (or a ridge) is not bounded, so a 0..100 set can get a 103; that is counted,
+    not clipped (eval, probe and test manifests record it as ``outside_scale``; the report shows it)."""
+    from biqabench.model.scoring import outside_scale
+
+    out = {}
+    for name, group in predictions.groupby("test_set") if len(predictions) else ():
+        scale = manifest["datasets"].get(name, {}).get("scale")
+        if scale:
+            out[str(name)] = {"outside": outside_scale(group["pred"].to_numpy(), tuple(scale)),
+                              "predictions": int(len(group)), "scale": list(scale)}
+    return out
+
+
 __all__ = ["MIN_VAL_IMAGES", "REFERENCE_INPUT", "dataset_options", "effective_resize", "input_size",
-           "model_selection", "plan_splits", "protocol_fields", "split_fields"]
+           "model_selection", "outside_scale_counts", "plan_splits", "protocol_fields", "split_fields"]

@@ -34,9 +34,11 @@ from biqabench.base.errors import BiqaError
 from biqabench.evaluation.eval_config import EvalConfig, load_eval_config
 from biqabench.components.heads import HeadSpec, IQAHead, TrainRecipe, create_head, head_spec, validate_recipe
 from biqabench.base.metrics import metrics_rows
-from biqabench.evaluation.protocol import dataset_options, effective_resize, plan_splits, protocol_fields
+from biqabench.evaluation.protocol import (dataset_options, effective_resize, outside_scale_counts, plan_splits,
+                                          protocol_fields)
 from biqabench.evaluation.pinning import determinism, run_weights
 from biqabench.results.folder import RunFolder
+from biqabench.results.report import run_report, write_report_quietly
 from biqabench.runtime.launch import placement
 from biqabench.components.targets import to_normalised, training_targets
 from biqabench.components.weights import ResolvedWeights
@@ -367,18 +369,8 @@ def _write_split(plan: _Plan, folder: RunFolder, k: int, model: IQAHead, result,
         folder.save_model(model.state_dict(), split=k)
     folder.write_metrics(pd.DataFrame(rows), split=k)  # last: marks the split done
     folder.remove_checkpoint(k)
-def outside_scale_counts(predictions: pd.DataFrame, manifest: dict) -> dict:
-    """Per test set: how many predictions (all splits) fall outside the dataset's native scale.
-    A fine-tuned head is not bounded, so a 0..100 set can get a 103; that is counted, not clipped."""
-    from biqabench.model.scoring import outside_scale
 
-    out = {}
-    for name, group in predictions.groupby("test_set") if len(predictions) else ():
-        scale = manifest["datasets"].get(name, {}).get("scale")
-        if scale:
-            out[str(name)] = {"outside": outside_scale(group["pred"].to_numpy(), tuple(scale)),
-                              "predictions": int(len(group)), "scale": list(scale)}
-    return out
+
 
 
 class _Scorer:
@@ -416,3 +408,4 @@ def finalize_run(folder: RunFolder, manifest: dict, started: float) -> None:
     skipped = {k: int(history.groupby("split")[k].first().sum()) for k in ("nan_skipped", "scaler_skipped")
                if k in history}  # batches --nan-policy skip dropped; fp16 steps the grad scaler skipped
     folder.write_manifest(**{**manifest, **skipped, "status": "finished", "wall_seconds": time.time() - started})
+    write_report_quietly(run_report, folder.path)

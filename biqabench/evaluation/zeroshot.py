@@ -109,11 +109,15 @@ test_model.__test__ = False  # a library function, not a test for pytest to coll
 def _finalize(folder, manifest: dict, started: float) -> None:
     """Merged tables, summary, one scatter plot per test set, the finished manifest."""
     from biqabench.base import plots
+    from biqabench.evaluation.protocol import outside_scale_counts
+    from biqabench.results.report import run_report, write_report_quietly
 
     metrics = folder.read_metrics()
     folder.write_metrics(metrics)
     predictions = folder.read_predictions()
     folder.write_predictions(predictions)
+    manifest = {**manifest, "outside_scale": outside_scale_counts(predictions, manifest)}
     folder.write_summary(metrics, manifest)
     plots.scatter_plot(predictions, folder.plots_dir)  # no training curves: nothing was trained
     folder.write_manifest(**{**manifest, "status": "finished", "wall_seconds": time.time() - started})
+    write_report_quietly(run_report, folder.path)

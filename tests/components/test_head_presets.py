@@ -76,7 +76,8 @@ def clean_copy(tmp_path: Path) -> Path:
 
 def test_wheel_builds_without_packaging_warnings_and_ships_presets_and_licenses(tmp_path):
     """Building the wheel (what ``pip install .`` does) warns about nothing: no deprecated license
-    table, no presets folder that setuptools would drop; the presets and LICENSE/NOTICE are in it."""
+    table, no presets folder that setuptools would drop; the presets, the report templates and
+    LICENSE/NOTICE are in it."""
     import re
     import zipfile
 
@@ -92,6 +93,7 @@ def test_wheel_builds_without_packaging_warnings_and_ships_presets_and_licenses(
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for plugin in (*HEADS, "qpt", "moco", "arniqa", "bnstats"):  # heads' and pretrainers' presets
         assert {f"biqabench_plugins/{plugin}/presets/cpu.yaml", f"biqabench_plugins/{plugin}/presets/paper.yaml"} <= names
+    assert {"biqabench/results/templates/run.html.j2", "biqabench/results/templates/style.css"} <= names  # reports
     modules = {str(p.relative_to(REPO)) for d in ("biqabench",) for p in (REPO / d).rglob("*.py")}
     assert modules <= names, f"modules missing from the wheel (pyproject's packages): {sorted(modules - names)}"
     assert {n.rsplit("/", 1)[-1] for n in names if "/licenses/" in n} == {"LICENSE", "NOTICE"}

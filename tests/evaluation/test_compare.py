@@ -93,9 +93,10 @@ def test_benchmark_gain_carries_the_paired_test():
     assert row["Wilcoxon p"] == pytest.approx(sps.wilcoxon([0.05, 0.06] * 3).pvalue) and row["splits"] == 6
 
 
-def test_make_demo_ends_with_results_compare_of_the_newest_runs(tmp_path, monkeypatch):
+def test_make_demo_compares_the_newest_runs_and_ends_with_their_report(tmp_path, monkeypatch):
     """``make demo``'s last step, as make expands it, on real eval runs (the tiny linear head for
-    speed): it pairs the newest run of each weights and prints the paired table."""
+    speed): it pairs the newest run of each weights and prints the paired table, then writes the two
+    runs' HTML report and prints its path."""
     import os
     import shutil
     import subprocess
@@ -111,20 +112,26 @@ def test_make_demo_ends_with_results_compare_of_the_newest_runs(tmp_path, monkey
         pytest.skip("no make")
     results = tmp_path / "results"
     monkeypatch.setenv("BIQABENCH_RESULTS", str(results))
-    other = tmp_path / "other.safetensors"
+    other, null = tmp_path / "other.safetensors", tmp_path / "bnstats.safetensors"  # stand-ins for qpt, bnstats
     io.save_safetensors(create_backbone("tiny").state_dict(), other)
-    for weights in ("random", "random", str(other)):  # random twice: the newer one is compared
+    io.save_safetensors(create_backbone("tiny").state_dict(), null)
+    for weights in ("random", "random", str(other), str(null)):  # random twice: the newer one is compared
         evaluate(head="linear", weights=weights, backbone="tiny", splits=2, recipe="cpu", device="cpu",
                  precision="fp32", workers=0, recipe_overrides={**TINY_RECIPE, "lr": 1e-3}, progress=False)
         time.sleep(1.1)  # run ids start with their second
     older = sorted(p.name for p in (results / "runs").iterdir())[0]
     plan = subprocess.run(["make", "-n", "-s", "demo", "-C", str(REPO)], capture_output=True, text=True,
                           env={**os.environ, "BIQABENCH_RESULTS": str(results)}).stdout.strip().splitlines()
-    step = plan[-1].replace(".venv/bin/biqabench", f"{sys.executable} -m biqabench")
-    assert " results compare " in step, plan
-    step = step.replace("hyperiqa-random-resnet50", "linear-random-tiny").replace("hyperiqa-qpt-resnet50",
-                                                                                   "linear-other-tiny")
-    out = subprocess.run(["bash", "-c", step], capture_output=True, text=True, cwd=tmp_path)
+    compare, report = (step.replace(".venv/bin/biqabench", f"{sys.executable} -m biqabench")
+                       .replace("hyperiqa-random-resnet50", "linear-random-tiny")
+                       .replace("hyperiqa-qpt-resnet50", "linear-other-tiny")
+                       .replace("hyperiqa-bnstats-resnet50", "linear-bnstats-tiny") for step in plan[-2:])
+    assert " results compare " in compare and " report " in report, plan
+    out = subprocess.run(["bash", "-c", compare], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "Wilcoxon p" in out.stdout and "seed 1" in out.stdout and "linear/other/tiny" in out.stdout
+    assert "bnstats" in out.stdout  # the baseline: the first run named
     assert older not in out.stdout
+    out = subprocess.run(["bash", "-c", report], capture_output=True, text=True, cwd=tmp_path)  # the last word:
+    path = Path(out.stdout.strip().splitlines()[-1])  # the comparison report's path
+    assert out.returncode == 0 and path.is_file() and path.parent == results / "reports", out.stderr
