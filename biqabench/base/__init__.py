@@ -1,0 +1,1 @@
+"""Foundation: errors, atomic I/O, YAML config, paths, plots, metrics, statistics."""
