@@ -177,3 +177,44 @@ def loss_figure(losses: list[float], title: str, ylabel: str = "loss") -> Figure
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def study_plot(long: pd.DataFrame, path: str | os.PathLike, *, value: str = "srcc", title: str | None = None) -> Path:
+    """A pretraining study's SRCC against pretraining step: one panel per protocol and test set,
+    one line per strategy (the mean over seeds of each seed's median over splits) in a band from
+    the lowest to the highest seed.  A strategy evaluated at one step only (random weights) is a
+    dashed level with its band across the panel.  ``long``: :func:`biqabench.base.seed_stats.study_table`'s
+    input, with a ``step`` column."""
+    from biqabench.base.seed_stats import seed_curves
+
+    curves = seed_curves(long, value)
+    panels = list(curves.groupby(["protocol", "test_set"], sort=False))
+    fig = Figure(figsize=(5.2 * len(panels), 3.8))
+    steps = pd.to_numeric(curves["step"], errors="coerce")
+    x_range = (float(steps.min()), float(steps.max())) if steps.notna().any() else (0.0, 1.0)
+    for i, ((protocol, test_set), rows) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for j, (strategy, r) in enumerate(rows.groupby("strategy", sort=False)):
+            r = r.sort_values("step")
+            seeds = int(r["seeds"].max())
+            label = f"{strategy} ({seeds} seed{'s' if seeds != 1 else ''})"
+            if len(r) == 1:  # one snapshot: a level across the panel
+                xs = np.asarray(x_range)
+                ys, lo, hi = (np.repeat(float(r[c].iloc[0]), 2) for c in ("mean", "min", "max"))
+                style = "--"
+            else:
+                xs = r["step"].to_numpy(dtype=float)
+                ys, lo, hi = (r[c].to_numpy(dtype=float) for c in ("mean", "min", "max"))
+                style = "-"
+            ax.plot(xs, ys, style, color=f"C{j}", marker="o" if style == "-" and len(r) < 30 else None, ms=3,
+                    label=label)
+            ax.fill_between(xs, lo, hi, color=f"C{j}", alpha=0.18, linewidth=0)
+        ax.set_title(f"{test_set} ({protocol})", fontsize=9)
+        ax.set_xlabel("pretraining step")
+        ax.set_ylabel(f"median {value.upper()} over splits")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="line: mean over seeds; band: min-max", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -81,7 +81,8 @@ def export_command(
         raise BiqaError(f"-o {output}: model files end in .safetensors (e.g. -o model.safetensors)")
     path, info = export_run(run, output, split)
     typer.echo(f"wrote {path}: {info.head} on {info.backbone}, trained on {info.train_set}, "
-               f"scale {info.scale_text()}, {info.test_patches} test crops of {info.patch_size} px")
+               f"scale {info.scale_text()}, {info.test_patches or 'the covering grid of'} test crops of "
+               f"{info.patch_size} px")
 
 
 def test_command(

@@ -29,8 +29,9 @@ class TrainRecipe:
     """How a head is trained and tested. Defaults are HyperIQA's paper settings."""
 
     patch_size: int = 224
-    train_patches: int = 25      # random patches drawn per training image per epoch
-    test_patches: int = 25       # patches per test image, scores averaged
+    train_patches: int = 25      # random patches drawn per training image per epoch (0, with cache_features:
+                                 # the grid of patch_size crops that covers the image, biqabench.data.grid_boxes)
+    test_patches: int = 25       # patches per test image, scores averaged (0: the covering grid)
     batch_size: int = 96
     epochs: int = 16
     lr: float = 2e-5             # backbone learning rate
@@ -45,7 +46,8 @@ class TrainRecipe:
                                    # per image and reused by every split and epoch (biqabench.training.features)
     standardize_features: bool = False  # with cache_features: each channel of the frozen features is
                                    # standardised with the training split's mean/std (biqabench.components.feature_norm)
-    resize: int = 0              # resize the short side to this before cropping (0: as is)
+    resize: int | str = 0        # resize the short side to this before cropping (0: as is; "<=N": shrink
+                                 # images whose short side is longer than N to N, leave smaller ones)
     hflip: bool = True           # random horizontal flips of training patches
     vflip: bool = False          # random vertical flips of training patches (TReS's reference code)
     target: str = "normalised"   # what the loss sees: normalised (0..1) | native (the dataset's MOS scale)
@@ -57,12 +59,24 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
     work starts, naming the key; head-specific settings are checked by the head itself."""
     from biqabench.base.errors import BiqaError
 
-    for key in ("patch_size", "train_patches", "test_patches", "batch_size", "epochs"):
+    for key in ("patch_size", "batch_size", "epochs"):
         if getattr(recipe, key) < 1:
             raise BiqaError(f"{where}: {key} must be at least 1, got {getattr(recipe, key)}")
-    for key in ("lr_step", "resize"):
+    for key in ("train_patches", "test_patches"):
         if getattr(recipe, key) < 0:
-            raise BiqaError(f"{where}: {key} must be 0 or more, got {getattr(recipe, key)}")
+            raise BiqaError(f"{where}: {key} must be at least 1, or 0 for the crops that cover the image, "
+                            f"got {getattr(recipe, key)}")
+    if recipe.train_patches == 0 and not recipe.cache_features:
+        raise BiqaError(f"{where}: train_patches: 0 (the crops that cover each image) needs cache_features: true "
+                        "(fixed crops, computed once); a fine-tune draws train_patches random crops per epoch")
+    if recipe.lr_step < 0:
+        raise BiqaError(f"{where}: lr_step must be 0 or more, got {recipe.lr_step}")
+    from biqabench.data.images import parse_resize
+
+    try:
+        parse_resize(recipe.resize)
+    except BiqaError as exc:
+        raise BiqaError(f"{where}: {exc}") from None
     if not (recipe.lr > 0 and recipe.lr != float("inf")):
         raise BiqaError(f"{where}: lr must be a positive number, got {recipe.lr}")
     for key in ("head_lr_mult", "weight_decay", "lr_gamma"):

@@ -24,8 +24,8 @@ _EXPORTS = {
     "Split": "splits", "make_splits": "splits", "save_split": "splits", "load_split": "splits",
     "content_overlap": "splits",
     "ImageCache": "cache", "default_cache_folder": "cache",
-    "PatchDataset": "patches", "image_patches": "patches", "crop_boxes": "patches", "normalise": "patches",
-    "normalise_batch": "patches",
+    "PatchDataset": "patches", "image_patches": "patches", "crop_boxes": "patches", "grid_boxes": "patches",
+    "normalise": "patches", "normalise_batch": "patches",
     "read_image": "images", "decode_array": "images", "check_image": "images",
     "IMAGENET_MEAN": "images", "IMAGENET_STD": "images",
 }

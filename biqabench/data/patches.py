@@ -39,8 +39,11 @@ def crop_boxes(height: int, width: int, patch_size: int, n: int, seed: Seed,
     """``n`` (top, left, hflip) crop boxes for an image of this size (after any upscaling).
 
     Positions are drawn as uniform fractions, so they depend only on the seed and the size.
+    ``n = 0`` asks for the grid that covers the whole image (:func:`grid_boxes`; no seed, no flip).
     Cached: a PatchDataset asks for the same image's boxes once per patch (25 times an epoch).
     """
+    if n == 0:
+        return grid_boxes(height, width, patch_size)
     key = tuple(int(v) for v in seed) if isinstance(seed, (list, tuple, np.ndarray)) else int(seed)
     return _crop_boxes(height, width, patch_size, n, key, train)
 
@@ -52,6 +55,22 @@ def _crop_boxes(height: int, width: int, patch_size: int, n: int, seed, train: b
     span_y = max(height - patch_size, 0) + 1
     span_x = max(width - patch_size, 0) + 1
     return tuple((int(a * span_y), int(b * span_x), bool(train and c < 0.5)) for a, b, c in u)
+
+
+def _grid_starts(size: int, patch_size: int) -> list[int]:
+    if size <= patch_size:
+        return [0]
+    k = -(-(size - patch_size) // patch_size) + 1  # crops needed to reach the far edge
+    return [round(i * (size - patch_size) / (k - 1)) for i in range(k)]
+
+
+@functools.lru_cache(maxsize=1024)
+def grid_boxes(height: int, width: int, patch_size: int) -> tuple[tuple[int, int, bool], ...]:
+    """The fewest ``patch_size`` crops on an even grid that together cover the whole image, row by
+    row (what ``train_patches: 0`` / ``test_patches: 0`` ask for): ``ceil((side - p) / p) + 1``
+    crops per side, first and last at the edges, evenly spaced (overlapping where the side is not
+    a multiple of ``p``).  A 500 px side takes 4 crops of 128 px; an image of the crop's size, one."""
+    return tuple((t, left, False) for t in _grid_starts(height, patch_size) for left in _grid_starts(width, patch_size))
 
 
 def upscale_if_small(image: np.ndarray, patch_size: int) -> np.ndarray:
@@ -97,7 +116,7 @@ def _crop(image: np.ndarray, box: tuple[int, int, bool], p: int) -> np.ndarray:
 def image_patches(image: torch.Tensor | np.ndarray, patch_size: int, n: int, *, seed: Seed,
                   train: bool = False) -> torch.Tensor:
     """``n`` normalised crops (n, 3, p, p) of one uint8 image (3, H, W), e.g. all test crops of an
-    image for one forward pass.  ``PatchDataset`` test patch j of table image i equals
+    image for one forward pass (``n = 0``: the grid that covers it, :func:`grid_boxes`).  ``PatchDataset`` test patch j of table image i equals
     ``image_patches(img, p, n, seed=(seed, i))[j]``."""
     arr = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] != 3:
@@ -126,6 +145,9 @@ class PatchDataset(Dataset):
         self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         self.patch_size = int(patch_size)
         self.n_patches = int(n_patches)
+        if self.n_patches < 1:  # a covering grid has as many crops as the image's size asks for
+            raise ValueError("PatchDataset needs n_patches >= 1; the covering grid (0) is for test crops and "
+                             "cached training features (recipe cache_features)")
         self.train = bool(train)
         self.seed = int(seed)
         self.hflip = bool(hflip)

@@ -108,3 +108,20 @@ def tres_loss(head, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
         if name in terms:
             loss = loss + terms[name]
     return loss
+
+
+def tres_loss_features(head, feats: list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+    """The objective from a frozen backbone's cached features (recipe ``cache_features``): the
+    regression term and, if named, the relative ranking on one view.  The flip self-consistency
+    term needs a crop's and its flip's passes side by side, which a cache of independent crops does
+    not pair (the head refuses that recipe when it is built)."""
+    terms, o = head.loss_terms, head.options
+    if "consistency" in terms:
+        raise BiqaError("tres: the flip self-consistency term cannot be trained from cached features; "
+                        "use loss: l1+rank")
+    y = mos.reshape(-1).float()
+    score = head.score_features(feats)
+    loss = (F.l1_loss if "l1" in terms else F.mse_loss)(score.float(), y)
+    if "rank" in terms:
+        loss = loss + o.rank_weight * ranking_loss(score, y)
+    return loss

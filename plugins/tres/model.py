@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from biqabench.plugin_api import Backbone, BiqaError, IQAHead, TrainRecipe, override
-from biqabench_plugins.tres.loss import parse_loss_terms, tres_loss
+from biqabench_plugins.tres.loss import parse_loss_terms, tres_loss, tres_loss_features
 
 
 @dataclass
@@ -193,6 +193,10 @@ class TReSHead(IQAHead):
         chans = tuple(backbone.channels)
         if len(chans) != 4:
             raise BiqaError(f"tres needs a backbone with 4 stages; {backbone.name!r} has channels {chans}")
+        if recipe.cache_features and "consistency" in self.loss_terms:
+            raise BiqaError(f"tres recipe: loss {recipe.loss!r} with cache_features: the flip self-consistency term "
+                            "compares a crop's backbone pass with its flip's, which cached features do not pair; "
+                            "use loss: l1+rank (with hflip the mirrored crops are training crops of their own)")
         d_model = sum(chans)
         self.d_model = d_model
         self.pool = L2Pool()
@@ -227,3 +231,23 @@ class TReSHead(IQAHead):
     def loss(self, x: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
         """L1 + relative ranking + flip self-consistency; runs the flipped batch itself."""
         return tres_loss(self, x, mos)
+
+    # -- a frozen backbone's cached features (recipe cache_features) ------------------------------
+    def cache_features(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per stage the L2-normalised, L2-pooled map average-pooled to the last stage's grid (what
+        :meth:`tokens` concatenates), and the last stage's channel means.  Exact: the feature dropout
+        (whole channels) commutes with the average pooling, so it is applied to the cached maps."""
+        grid = maps[-1].shape[-2:]
+        stages = [self.pool(F.normalize(f, dim=1, p=2)) for f in maps]
+        stages = [F.adaptive_avg_pool2d(t, grid) if t.shape[-2:] != grid else t for t in stages]
+        return [*stages, maps[-1].mean(dim=(2, 3))]
+
+    def score_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        *stages, last_mean = feats
+        encoded = self.transformer(torch.cat([self.drop2d(t) for t in stages], dim=1))
+        joint = torch.cat([self.fc2(encoded.mean(dim=(2, 3))), last_mean], dim=1)
+        return self.fc(joint).reshape(-1)
+
+    def loss_features(self, feats: list[torch.Tensor], mos: torch.Tensor) -> torch.Tensor:
+        """Regression (+ ranking) on the cached crops: :func:`tres_loss_features`."""
+        return tres_loss_features(self, feats, mos)

@@ -18,7 +18,7 @@ CACHED = dict(patch_size=64, train_patches=2, test_patches=2, batch_size=8, epoc
               freeze_backbone=True, cache_features=True)
 
 
-@pytest.mark.parametrize("head", ["hyperiqa", "linear"])
+@pytest.mark.parametrize("head", ["hyperiqa", "linear", "tres"])
 def test_scoring_from_cached_features_equals_the_forward_pass(head):
     torch.manual_seed(0)
     model = create_head(head, create_backbone("resnet18"), recipe=TrainRecipe(patch_size=64)).eval()
@@ -101,9 +101,29 @@ def test_cached_training_learns_on_a_clean_signal():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_a_head_without_score_features_is_a_one_line_error(tmp_path):
+def test_a_head_without_score_features_is_a_one_line_error(tmp_path, monkeypatch):
+    from biqabench.components.heads import IQAHead
+    from biqabench_plugins.tres.model import TReSHead
+
+    monkeypatch.setattr(TReSHead, "score_features", IQAHead.score_features)  # as a head that has none
     with pytest.raises(BiqaError, match="cannot score from cached"):
-        evaluate(_config(head="tres", splits=1), run_dir=tmp_path / "r", progress=False)
+        evaluate(_config(head="tres", splits=1, recipe_overrides={**CACHED, "loss": "l1"}), run_dir=tmp_path / "r",
+                 progress=False)
+
+
+def test_tres_trains_from_cached_features_without_the_flip_term():
+    """The flip self-consistency term pairs a crop's and its flip's passes: a cache cannot; the
+    recipe is refused when the head is built, and l1+rank trains from the cache."""
+    recipe = TrainRecipe(**{**CACHED, "loss": "l1+rank+consistency"})
+    with pytest.raises(BiqaError, match="self-consistency"):
+        create_head("tres", create_backbone("tiny"), recipe=recipe)
+    torch.manual_seed(0)
+    head = create_head("tres", create_backbone("tiny"), recipe=TrainRecipe(**{**CACHED, "loss": "l1+rank"}))
+    feats = head.cache_features(head.backbone(torch.randn(4, 3, 64, 64)))
+    loss = head.loss_features([f.detach() for f in feats], torch.rand(4))
+    loss.backward()
+    assert head.scores_features and torch.isfinite(loss)
+    assert all(p.grad is None for p in head.backbone.parameters())
 
 
 def test_frozen_backbones_are_the_same_in_every_split():
