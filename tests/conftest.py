@@ -171,3 +171,23 @@ def pytest_runtest_setup(item):
         reason = slurm_unavailable()
         if reason:
             pytest.skip(reason)
+
+
+class BackboneImageCounter:
+    """Counts images through the backbone's forward pass."""
+
+    def __init__(self, monkeypatch):
+        import torch
+
+        from biqabench.components.backbones import Backbone
+
+        self.images = 0
+        real_call = torch.nn.Module.__call__
+        counter = self
+
+        def call(module, *args, **kwargs):
+            if isinstance(module, Backbone) and args:
+                counter.images += int(args[0].shape[0])
+            return real_call(module, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, "__call__", call)

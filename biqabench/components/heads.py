@@ -71,7 +71,7 @@ def validate_recipe(recipe: TrainRecipe, where: str = "recipe") -> TrainRecipe:
                         "(fixed crops, computed once); a fine-tune draws train_patches random crops per epoch")
     if recipe.lr_step < 0:
         raise BiqaError(f"{where}: lr_step must be 0 or more, got {recipe.lr_step}")
-    from biqabench.data.images import parse_resize
+    from biqabench.base.resize import parse_resize
 
     try:
         parse_resize(recipe.resize)

@@ -127,9 +127,9 @@ def test_cached_scores_are_the_mean_over_the_grid_crops_and_the_cache_holds_them
 
 def test_an_eval_on_the_grid_runs_each_crop_once(photos, tmp_path, monkeypatch):
     from biqabench.data import ImageCache, load_dataset
-    from test_features import _Counter
+    from conftest import BackboneImageCounter
 
-    counter = _Counter(monkeypatch)
+    counter = BackboneImageCounter(monkeypatch)
     run = evaluate(_config(photos), run_dir=tmp_path / "r", progress=False)
     table = load_dataset("csv", photos, scale="0,100")
     cache = ImageCache()

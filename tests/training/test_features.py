@@ -13,6 +13,7 @@ from biqabench.components.backbones import create_backbone
 from biqabench.base.errors import BiqaError
 from biqabench.components.heads import TrainRecipe, create_head, validate_recipe
 from biqabench.evaluation.runner import EvalConfig, evaluate
+from conftest import BackboneImageCounter
 
 CACHED = dict(patch_size=64, train_patches=2, test_patches=2, batch_size=8, epochs=3, lr=1e-3, lr_step=0,
               freeze_backbone=True, cache_features=True)
@@ -45,28 +46,10 @@ def _config(**kw) -> EvalConfig:
     return EvalConfig(**base)
 
 
-class _Counter:
-    """Counts images through the backbone's forward pass."""
-
-    def __init__(self, monkeypatch):
-        from biqabench.components.backbones import Backbone
-
-        self.images = 0
-        real_call = torch.nn.Module.__call__
-        counter = self
-
-        def call(module, *args, **kwargs):
-            if isinstance(module, Backbone) and args:
-                counter.images += int(args[0].shape[0])
-            return real_call(module, *args, **kwargs)
-
-        monkeypatch.setattr(torch.nn.Module, "__call__", call)
-
-
 def test_eval_computes_each_crop_once_for_every_split_and_epoch(tmp_path, monkeypatch):
     from biqabench.data import load_dataset
 
-    counter = _Counter(monkeypatch)
+    counter = BackboneImageCounter(monkeypatch)
     run = evaluate(_config(splits=2), run_dir=tmp_path / "r", progress=False)
     a, b = load_dataset("demo-a"), load_dataset("demo-b")
     # at most: train crops (2 + 2 mirrored) and test crops (2) of every demo-a image, test crops of demo-b;
