@@ -68,6 +68,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def photo_folder(root: Path, n: int = 6, side: int = 48) -> Path:
+    """``n`` small photo-like images (blocky content plus noise) for pretraining tests."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        base = rng.random((6, 6, 3))
+        img = np.kron(base, np.ones((side // 6, side // 6, 1))) * 200 + rng.random((side, side, 3)) * 40
+        Image.fromarray(img.astype(np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
 def make_fake_distribution(root: Path, dist: str, plugins: dict[str, str], version: str = "1.0") -> Path:
     """Write importable plugin modules plus a ``.dist-info`` declaring them as ``biqabench`` entry
     points, exactly as pip would; put ``root`` on sys.path to make importlib.metadata see them."""

@@ -245,7 +245,7 @@ def align(other: pd.DataFrame, base: pd.DataFrame, value: str = "srcc") -> tuple
     splits = [s for s in osplits if s in bsplits]
     oc = [osplits.index(s) for s in splits]
     bc = [bsplits.index(s) for s in splits]
-    if len(bseeds) == 1 and len(oseeds) > 1:
+    if len(bseeds) == 1:
         seeds = oseeds
         b_rows = [0] * len(seeds)
     else:

@@ -29,6 +29,7 @@ def pretrain_command(
     nan_policy: str = typer.Option(PretrainRequest.nan_policy, help="A NaN/Inf loss: stop (one line naming the step and the last good checkpoint) | skip the step (counted in the weights manifest)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (logs, CI)."),
     compile: bool = typer.Option(PretrainRequest.compile, "--compile", help="Run the training step through torch.compile (first steps pay the compilation)."),
+    snapshots: Optional[str] = typer.Option(None, help="Comma list of steps whose backbone is also saved, as RUN_DIR/snapshots/stepNNNNNN.safetensors (0: the initialisation), e.g. 0,250,500: usable as --weights FILE."),
     launcher: str = cli_launch.LAUNCHER,
     nodes: int = typer.Option(1, "--nodes", help="--launcher slurm: nodes of the job (one torch.distributed group across them)."),
     gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="--launcher slurm: GPUs per node, one task (process) each (default 1 unless --device cpu)."),
@@ -49,12 +50,15 @@ def pretrain_command(
     rank 0 writes), which checkpoints and requeues itself near its time limit (docs/cluster.md)."""
     from biqabench.components.plugins import registry
     from biqabench.training.pretraining import pretrain as run_pretrain
+    from biqabench.training.snapshots import parse_steps
 
     registry("backbones").get(backbone)  # fail fast on a typo
     options = dict(backbone=backbone, data=data, steps=steps, epochs=epochs, batch_size=batch_size,
                    patch_size=patch_size, config=config or None, resume=resume,
                    device=device, precision=precision, seed=seed, workers=workers, nan_policy=nan_policy,
                    compile=compile)
+    if snapshots:
+        options["snapshots"] = parse_steps(snapshots)  # a bad list stops here, before a job starts
     if launcher != "local":
         slurm = cli_launch.slurm_options(nodes=nodes, gpus=gpus_per_node, tasks_per_node=tasks_per_node,
                                          partition=partition, account=account, qos=qos, time=time, cpus=cpus,

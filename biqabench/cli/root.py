@@ -29,13 +29,13 @@ def build_app() -> typer.Typer:
     """A new app with every command group attached (each module's ``register(app)``), in the order
     ``biqabench --help`` lists them (commands first, then groups), then the plugins' commands."""
     from biqabench.cli import (backbones, datasets, evaluation, model, plugins, pretrain, registries, report,
-                               results, weights)
+                               results, study, weights)
     from biqabench.components.plugins import get_harness
 
     app = typer.Typer(name="biqabench", help=HELP, no_args_is_help=True, pretty_exceptions_enable=False,
                       add_completion=False, rich_markup_mode=None)
     app.callback()(_root)
-    for group in (pretrain, evaluation, model, report, plugins, backbones, registries, datasets, weights, results):
+    for group in (pretrain, evaluation, study, model, report, plugins, backbones, registries, datasets, weights, results):
         group.register(app)
     get_harness().add_commands(app)
     return app

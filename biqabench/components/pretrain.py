@@ -46,6 +46,7 @@ class PretrainRequest:
     progress: bool = True
     nan_policy: str = "stop"           # a NaN/Inf loss: stop | skip the step (see biqabench.training.divergence)
     compile: bool = False              # torch.compile the training step (see biqabench.runtime.device)
+    snapshots: tuple[int, ...] = ()    # steps whose backbone is saved (biqabench.training.snapshots)
 
 
 @dataclass

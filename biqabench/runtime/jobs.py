@@ -173,7 +173,8 @@ def pretrain_argv(name: str, options: dict, run_dir: str | Path, resume: bool = 
         if value is None or value is False or key == "resume":
             continue
         flag = "--" + key.replace("_", "-")
-        argv += [flag] if value is True else [flag, str(value)]
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)  # --snapshots 0,250
+        argv += [flag] if value is True else [flag, text]
     restarted = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
     if resume or (restarted and (Path(run_dir) / PRETRAIN_CHECKPOINT).is_file()):
         argv.append("--resume")

@@ -48,6 +48,7 @@ from biqabench.runtime import distributed
 from biqabench.runtime.device import Runtime, choose_threads, get_runtime, threads
 from biqabench.runtime.interrupt import Interrupted, StopFlag
 from biqabench.training import checkpoint as ckpt
+from biqabench.training import snapshots
 from biqabench.training.divergence import NanGuard, check_policy
 from biqabench.training.pretrain_data import (CropDataset, StepBatches, StepSampler, Views, default_data, list_images,
                                               low_priority_worker)
@@ -206,6 +207,7 @@ def _run(method_type: type[Pretrainer], request, cfg, runtime: Runtime, rank: in
     trainer.guard.policy = check_policy(request.nan_policy)
     run = RunContext(request, trainer.method, run_folder(method_type.name, request), data_root, paths, total,
                      rank, world)
+    snapshots.check_steps(tuple(request.snapshots), total)
     run.start, losses, wall_before = _start(run, trainer, runtime)
     step = _loop(run, trainer, losses, wall_before, t_start, on_step)
     return _publish(run, trainer, losses, step, wall_before + time.time() - t_start, runtime)
@@ -229,7 +231,15 @@ def _loop(run: RunContext, trainer: PretrainTrainer, losses: list[float], wall_b
                                                    request.backbone), run.meta())
         trainer.kept = f"the last good checkpoint (step {step}) is kept at {run.ckpt_path}"
 
+    wanted = set(request.snapshots) if run.rank == 0 else set()
+
+    def snapshot(step: int) -> None:  # before the step's checkpoint: a resumed run writes it again
+        if step in wanted:
+            snapshots.save_snapshot(run.run_dir, step, method.backbone())
+
     step = run.start
+    if step == 0:
+        snapshot(0)
     shown = _Postfix(bar, trainer.cfg.batch_size * run.world, method.shown)
     with StopFlag() as stop:
         it = iter(loader) if run.start < run.total else None
@@ -245,6 +255,7 @@ def _loop(run: RunContext, trainer: PretrainTrainer, losses: list[float], wall_b
                     losses.append(stats["loss"])
                     shown.update(stats, time.time() - t0)
                 bar.update(1)
+                snapshot(step)
                 if on_step is not None:
                     on_step(step, stats or {})
                 if distributed.any_rank(stop.signal is not None, runtime.device):
@@ -363,7 +374,9 @@ def _publish(run: RunContext, trainer: PretrainTrainer, losses: list[float], ste
             "images_seen": step * cfg.batch_size * run.world, "data": str(run.data_root),
             "data_images": len(run.paths), "run_dir": str(run.run_dir), "loss_curve": str(plot) if plot else None,
             "world_size": run.world, "device": str(runtime.device), "precision": runtime.precision,
-            "seed": request.seed, "loss_name": method.loss_name, **method.manifest(), **trainer.guard.counts(),
+            "seed": request.seed, "loss_name": method.loss_name,
+            "snapshots": {str(k): str(v) for k, v in snapshots.snapshot_files(run.run_dir).items()},
+            **method.manifest(), **trainer.guard.counts(),
         }
         store: WeightsStore = request.store
         record = store.save(method.backbone().state_dict(), producer=method.name, backbone=request.backbone,
