@@ -23,7 +23,7 @@ whatever the correlation between splits (balanced, it equals the F-test of a mix
 random seed effect).  A sign or sign-flip permutation test on the per-seed numbers needs no
 normality but cannot reach p < 0.05 below 6 seeds (3 seeds: its smallest two-sided p is 0.25).
 Size and power are measured on simulated studies (:func:`simulate_pairs`, :func:`rejection_rate`)
-by ``tests/test_seed_stats.py`` and stated in docs/protocol.md.
+by ``tests/base/test_seed_stats.py`` and stated in docs/protocol.md.
 """
 
 from __future__ import annotations

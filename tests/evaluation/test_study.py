@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from biqabench.base.errors import BiqaError
 from conftest import invoke_cli, photo_folder
@@ -85,19 +87,25 @@ def test_a_killed_study_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path):
 
 
 def test_snapshots_of_a_study_are_the_runs_own_and_cells_compare(tmp_path, capsys):
-    path = _write(tmp_path, seeds=[3], steps=4, snapshots=[2])
+    path = _write(tmp_path, seeds=[3], steps=4, snapshots=[0, 2],
+                  pretrainers={**TINY["pretrainers"], "moco": {"options": {"queue_size": 16, "embed_dim": 8}}})
     code, out, err = invoke_cli(capsys, "study", path, "--results", tmp_path / "res", "--no-progress")
     assert code == 0, err
     root = tmp_path / "res" / "tiny"
     run = json.loads((root / "pretrain" / "qpt-seed3" / "run.json").read_text())
-    assert run["seed"] == 3 and run["steps"] == 4 and sorted(run["snapshots"]) == ["2", "4"]
+    assert run["seed"] == 3 and run["steps"] == 4 and sorted(run["snapshots"]) == ["0", "2", "4"]
     probe = yaml.safe_load((root / "probe" / "qpt-seed3-step2" / "config.yaml").read_text())
     assert probe["weights"].endswith("qpt-seed3/snapshots/step000002.safetensors") and probe["seed"] == 0
+    # `random` with a seed is the backbone every strategy starts from with that seed: exact pairs
+    start = load_file(str(root / "pretrain" / "random-seed3" / "snapshots" / "step000000.safetensors"))
+    for name in ("qpt", "moco"):
+        other = load_file(str(root / "pretrain" / f"{name}-seed3" / "snapshots" / "step000000.safetensors"))
+        assert other.keys() == start.keys() and all(torch.equal(other[k], start[k]) for k in start), name
     code, out, err = invoke_cli(capsys, "results", "compare", root / "probe" / "random-seed3-step0",
                                 root / "probe" / "qpt-seed3-step4")
     assert code == 0 and "demo-a" in out, err
     code, out, err = invoke_cli(capsys, "study", path, "--results", tmp_path / "res", "--dry-run")
-    assert code == 0 and "5 cells (2 pretraining, 3 evaluation), 0 to run" in out
+    assert code == 0 and "10 cells (3 pretraining, 7 evaluation), 0 to run" in out
 
 
 @pytest.mark.parametrize("change, message", [
