@@ -10,8 +10,9 @@ plugins use: errors and YAML config, atomic I/O, device and distributed runtime,
 loop's checkpoints and divergence guard, the pretraining loop (``Pretrainer``, ``PretrainConfig``,
 its data and contrastive building blocks), the weights store, and the dataset readers' helpers.
 Names are imported on first use, so importing this module costs nothing (a dataset plugin that
-only reads tables never imports torch).  A test (tests/system/test_code_rules.py) keeps the bundled
-plugins to this module.
+only reads tables never imports torch); ``plugin_api.pyi`` beside it lists them for IDEs and type
+checkers, which cannot see through ``__getattr__``.  Tests (tests/system/test_code_rules.py) keep the
+bundled plugins to this module and the stub equal to the table.
 """
 
 from __future__ import annotations

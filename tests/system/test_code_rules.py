@@ -239,3 +239,32 @@ def test_every_plugin_api_name_resolves_and_is_documented():
     assert not undocumented, f"plugin API names missing from docs/architecture.md's table: {undocumented}"
     for name in api.__all__:
         getattr(api, name)
+
+
+def plugin_api_stub() -> str:
+    """``biqabench/plugin_api.pyi`` as the lazy table says it must read: the names for IDEs and type
+    checkers, which cannot see through the module's ``__getattr__``."""
+    from collections import defaultdict
+
+    import biqabench.plugin_api as api
+
+    by_module = defaultdict(list)
+    for name, (module, attr) in sorted(api._NAMES.items()):
+        by_module[module].append((name, attr))
+    lines = ['"""Type stub of biqabench.plugin_api: the names its lazy table serves, for IDEs and type checkers.',
+             "", "Generated from the table (tests/system/test_code_rules.py::plugin_api_stub); a test keeps them equal.",
+             '"""', "", "from __future__ import annotations", ""]
+    for module in sorted(by_module):
+        lines += [f"import {module} as {name}" for name, attr in by_module[module] if attr is None]
+        lines += [f"from {module} import {attr} as {name}" for name, attr in by_module[module] if attr is not None]
+    lines += ["", f"__all__ = {sorted(api._NAMES)!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_plugin_api_stub_lists_the_lazy_table():
+    stub = REPO / "biqabench" / "plugin_api.pyi"
+    expected = plugin_api_stub()
+    assert stub.is_file() and stub.read_text() == expected, (
+        "biqabench/plugin_api.pyi differs from the plugin API's name table; rewrite it with: python -c "
+        "\"import sys; sys.path[:0] = ['tests', 'tests/system']; from test_code_rules import plugin_api_stub; "
+        "open('biqabench/plugin_api.pyi', 'w').write(plugin_api_stub())\"")
