@@ -20,9 +20,10 @@ def study_command(
 
     Resumable: finished cells are skipped and interrupted ones resume, so after Ctrl-C, a crash or a
     kill, run the same command again.  Every cell is an ordinary run folder (results compare works on
-    any two).  The table's statistics count the pretraining seeds (docs/protocol.md, "Studies").
+    any two).  The table's statistics count the pretraining seeds (docs/protocol.md, "Pretraining
+    studies"); docs/studies.md explains the YAML, the folders and the CPU study's results.
 
-    Example:  biqabench study configs/study_cpu.yaml      (about 3 h on 2 CPU cores; docs/studies.md)
+    Example:  biqabench study configs/study_cpu.yaml --dry-run     (then without --dry-run)
     """
     from biqabench.evaluation.study import plan, run_study, study_folder
     from biqabench.evaluation.study_config import load_study
