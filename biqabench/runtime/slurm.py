@@ -109,14 +109,37 @@ def alive(job_id: str, states: dict[str, str]) -> bool:
 
 def log_tail(folder: Path, job_id: str, streams: tuple[str, ...] = ("err", "out")) -> str:
     """The last line of job ``job_id``'s log (task 0's stderr, else its stdout), without srun's
-    own ``task N: Exited with exit code`` report and submitit's bookkeeping."""
+    own ``task N: Exited with exit code`` report and submitit's bookkeeping.
+
+    In a multi-task job one failing rank makes SLURM cancel the others (``--kill-on-bad-exit``),
+    so task 0's log may end with slurmstepd's ``CANCELLED`` line while the cause is in another
+    task's log: the first task whose log ends otherwise is named instead."""
+    job_dir = Path(folder) / job_id
+    tails = []
     for stream in streams:
-        path = Path(folder) / job_id / f"{job_id}_0_log.{stream}"
-        if path.is_file():
+        logs = sorted(job_dir.glob(f"{job_id}_*_log.{stream}"), key=lambda p: _task_index(p, job_id))
+        for path in logs:
             line = _last_line(path.read_text(errors="replace"), skip=("srun: ", "submitit INFO"))
             if line:
-                return line
-    return f"(no log in {Path(folder) / job_id})"
+                tails.append((_task_index(path, job_id), line))
+        if tails:
+            break
+    if not tails:
+        return f"(no log in {job_dir})"
+    for task, line in tails:
+        if not _cancelled(line):
+            return line if task == tails[0][0] else f"task {task}: {line}"
+    return tails[0][1]
+
+
+def _task_index(path: Path, job_id: str) -> int:
+    middle = path.name[len(job_id) + 1:].split("_", 1)[0]
+    return int(middle) if middle.isdigit() else 1 << 30
+
+
+def _cancelled(line: str) -> bool:
+    """slurmstepd's ``*** STEP 12.0 ON node CANCELLED AT ... ***`` (or JOB ... CANCELLED)."""
+    return line.startswith("slurmstepd") and "CANCELLED" in line
 
 
 def _last_line(text: str, skip: tuple[str, ...] = ()) -> str:

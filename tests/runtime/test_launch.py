@@ -226,3 +226,25 @@ def test_a_multi_task_job_exports_the_torch_distributed_environment(monkeypatch)
     env = jobs.ChildTask("pretrain", list, distributed=True).environment()
     assert (env["MASTER_ADDR"], env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"]) == ("gpu01", "11", "16", "3")
     assert 20000 <= int(env["MASTER_PORT"]) <= 60000 and env["BIQABENCH_LAUNCHER"] == "slurm"
+
+
+def test_a_failed_multi_task_jobs_log_tail_names_the_rank_that_failed_not_the_one_slurm_cancelled(tmp_path):
+    """With --kill-on-bad-exit, task 0 may end with slurmstepd's CANCELLED line while the cause
+    is in another task's log."""
+    from biqabench.runtime.slurm import log_tail
+
+    job = tmp_path / "69"
+    job.mkdir()
+    cancelled = "slurmstepd-vm: error: *** STEP 69.0 ON vm CANCELLED AT 2026-12-07T09:29:52 ***\n"
+    (job / "69_0_log.err").write_text("loading\n" + cancelled)
+    (job / "69_1_log.err").write_text("Traceback (most recent call last):\nRuntimeError: gloo connect timed out\n"
+                                      "srun: error: vm: task 1: Exited with exit code 1\n")
+    (job / "69_0_log.out").write_text("step 1\n")
+    assert log_tail(tmp_path, "69") == "task 1: RuntimeError: gloo connect timed out"
+    (job / "69_0_log.err").write_text("error: no photos in /data\n")
+    assert log_tail(tmp_path, "69") == "error: no photos in /data"       # task 0's own error comes first
+    (job / "69_1_log.err").write_text(cancelled.replace("69.0", "69.1"))
+    (job / "69_0_log.err").write_text(cancelled)
+    assert log_tail(tmp_path, "69") == cancelled.strip()                  # every task cancelled: say so
+    assert log_tail(tmp_path, "69", streams=("out",)) == "step 1"
+    assert log_tail(tmp_path, "70").startswith("(no log in ")
