@@ -180,6 +180,11 @@ def loss_figure(losses: list[float], title: str, ylabel: str = "loss") -> Figure
 
 
 def study_plot(long: pd.DataFrame, path: str | os.PathLike, *, value: str = "srcc", title: str | None = None) -> Path:
+    """:func:`study_figure` written to ``path`` (PNG, or SVG by its suffix)."""
+    return _save(study_figure(long, value=value, title=title), path)
+
+
+def study_figure(long: pd.DataFrame, *, value: str = "srcc", title: str | None = None) -> Figure:
     """A pretraining study's SRCC against pretraining step: one panel per protocol and test set,
     one line per strategy (the mean over seeds of each seed's median over splits) in a band from
     the lowest to the highest seed.  A strategy evaluated at one step only (random weights) is a
@@ -217,4 +222,4 @@ def study_plot(long: pd.DataFrame, path: str | os.PathLike, *, value: str = "src
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig

@@ -260,15 +260,19 @@ def comparison_report(runs: list, out: str | os.PathLike, root: str | os.PathLik
 
 
 def report(targets: list[str], out: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> Path:
-    """What ``biqabench report`` does: one run, one matrix folder, or several runs compared."""
+    """What ``biqabench report`` does: one run, one matrix or study folder, or several runs compared."""
     from biqabench.results.report import run_report
 
     if not targets:
-        raise BiqaError("report needs a run id or folder, a matrix folder, or several runs to compare")
+        raise BiqaError("report needs a run id or folder, a matrix or study folder, or several runs to compare")
     if len(targets) > 1:
         if out is None:
             raise BiqaError("a comparison of several runs has no folder of its own: name the file with -o")
         return comparison_report(targets, out, root)
+    from biqabench.evaluation.report_study import looks_like_study, study_report
+
+    if looks_like_study(Path(targets[0])):
+        return study_report(targets[0], out)
     if looks_like_matrix(Path(targets[0])):  # its metrics.csv would make it look like a run too
         return matrix_report(targets[0], out)
     return run_report(targets[0], out, root)

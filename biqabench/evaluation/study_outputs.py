@@ -4,7 +4,8 @@
 ``table.md``/``table.csv``: each strategy at its last step; ``steps.csv``: every step.  Both from
 :func:`biqabench.base.seed_stats.study_table`, whose statistics count the seeds (see ``NOTE``).
 ``study.png``: SRCC against pretraining step, one line and band per strategy
-(:func:`biqabench.base.plots.study_plot`).  ``study.json``: the settings, every cell's status,
+(:func:`biqabench.base.plots.study_plot`); ``report.html``: all of it on one page
+(:mod:`biqabench.evaluation.report_study`).  ``study.json``: the settings, every cell's status,
 folder and wall time, and the machine.  Re-running the study rewrites them from the cells, so
 the same finished cells always give the same files.
 """
@@ -108,6 +109,8 @@ def cell_records(pretrain: list, evals: list) -> list[dict]:
 
 def write_study_outputs(study, pretrain: list, evals: list, folder: Path) -> Path:
     from biqabench.base.plots import study_plot
+    from biqabench.evaluation.report_study import study_report
+    from biqabench.results.report import write_report_quietly
     from biqabench.evaluation.study_config import settings
     from biqabench.results.environment import environment_info, jsonable
 
@@ -128,4 +131,5 @@ def write_study_outputs(study, pretrain: list, evals: list, folder: Path) -> Pat
     io.write_text(folder / "table.md", markdown(study, table))
     study_plot(long, folder / "study.png", title=f"{study.name}: {study.backbone}, "
                f"{len(study.seeds)} pretraining seeds, {study.splits} splits")
+    write_report_quietly(study_report, folder)
     return folder

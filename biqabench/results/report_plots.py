@@ -108,8 +108,10 @@ def paired_values(df: pd.DataFrame, head: str, train: str, test: str, order: lis
     return wide[[w for w in order if w in wide.columns]]
 
 
-def paired_image(wide: pd.DataFrame, head: str, dataset: str, baseline: str, metric_label: str = "SRCC") -> dict | None:
-    """One line per split across the weights (baseline first): consistency is seen, not claimed."""
+def paired_image(wide: pd.DataFrame, head: str, dataset: str, baseline: str, metric_label: str = "SRCC",
+                 unit: str = "split") -> dict | None:
+    """One line per split (``unit``: per row of ``wide``, e.g. a pretraining seed) across the weights
+    (baseline first): consistency is seen, not claimed."""
     if wide.shape[1] < 2 or wide.empty:
         return None
     fig = Figure(figsize=(max(3.2, 1.6 * wide.shape[1] + 1.2), 3.4))
@@ -124,27 +126,37 @@ def paired_image(wide: pd.DataFrame, head: str, dataset: str, baseline: str, met
     ax.set_xticks(xs, [str(c) for c in wide.columns])
     ax.set_xlim(-0.3, len(xs) - 0.7)
     ax.set_ylabel(metric_label)
-    ax.set_title(f"{head} on {dataset}: {metric_label} per split", fontsize=9)
+    ax.set_title(f"{head} on {dataset}: {metric_label} per {unit}", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    summary = _paired_summary(wide, base)
+    summary = _paired_summary(wide, base, unit)
     return _image(f"paired-{head}-{dataset}", fig,
-                  alt=f"Paired plot of {metric_label} per split for {head} on {dataset}, one line per split from "
+                  alt=f"Paired plot of {metric_label} per {unit} for {head} on {dataset}, one line per {unit} from "
                       f"{' to '.join(map(str, wide.columns))}: {summary}",
                   caption=f"{head} on {dataset}: {summary}.")
 
 
-def _paired_summary(wide: pd.DataFrame, base: pd.Series) -> str:
+def _paired_summary(wide: pd.DataFrame, base: pd.Series, unit: str = "split") -> str:
     parts = []
     for col in wide.columns:
         if col == base.name:
             continue
         d = (wide[col] - base).to_numpy(dtype=float)
         d = d[np.isfinite(d)]
-        parts.append(f"{col} higher than {base.name} on {int((d > 0).sum())} of {d.size} splits")
+        parts.append(f"{col} higher than {base.name} on {int((d > 0).sum())} of {d.size} {unit}s")
     return "; ".join(parts) or "one weights only"
 
 
-__all__ = ["paired_image", "paired_values", "pretraining_image", "read_losses", "scatter_images", "svg_uri",
-           "training_image"]
+def study_image(long: pd.DataFrame) -> dict:
+    """A study's SRCC against pretraining step (:func:`biqabench.base.plots.study_figure`)."""
+    strategies = ", ".join(dict.fromkeys(long["strategy"].astype(str)))
+    return _image("study-curves", plots.study_figure(long),
+                  alt=f"SRCC against pretraining step for {strategies}: per strategy the mean over seeds of the "
+                      "per-seed median over splits, with a band from the lowest to the highest seed",
+                  caption="Median SRCC over splits against the pretraining step: line, the mean over seeds; band, "
+                          "the lowest to the highest seed; a dashed level, a strategy with one step (random).")
+
+
+__all__ = ["paired_image", "paired_values", "pretraining_image", "read_losses", "scatter_images", "study_image",
+           "svg_uri", "training_image"]

@@ -64,7 +64,24 @@ def made(tmp_path_factory):
         matrix_folder = plan(matrix)[0].folder.parent
         probe = run_probe(backbone="tiny", weights="random", train="demo-a", size=32, splits=3, folds=3,
                           device="cpu", progress=False, cache=FeatureCache(base / "feat"))
-    return {"eval": Path(run), "matrix": matrix_folder, "probe": Path(probe), "base": base}
+        study = _tiny_study(base)
+    return {"eval": Path(run), "matrix": matrix_folder, "probe": Path(probe), "study": study, "base": base}
+
+
+def _tiny_study(base: Path) -> Path:
+    """qpt and random, two seeds, a snapshot, the probe: results/studies/tiny-study (report.html in it)."""
+    from biqabench.evaluation.study import run_study
+    from biqabench.evaluation.study_config import load_study
+    from conftest import photo_folder
+
+    spec = {"name": "tiny-study", "backbone": "tiny", "photos": str(photo_folder(base / "photos")), "seeds": [0, 1],
+            "steps": 4, "snapshots": [2], "pretrainers": {"qpt": {"options": {
+                "batch_size": 4, "crop_size": 32, "patch_size": 16, "workers": 0, "queue_size": 16, "embed_dim": 8,
+                "negative_degradations": 1}}, "random": {}},
+            "baseline": "random", "protocols": {"probe": {"size": 32, "folds": 3}}, "splits": 3, "device": "cpu",
+            "precision": "fp32"}
+    (base / "study.yaml").write_text(json.dumps(spec))
+    return run_study(load_study(base / "study.yaml"), progress=False, echo=lambda *_: None)
 
 
 class Page(HTMLParser):
@@ -198,6 +215,37 @@ def test_the_matrix_report_shows_the_paper_table_and_the_paired_gain(made):
     check_offline_and_linked(folder / REPORT)
 
 
+def check_study_numbers(p: Page, folder: Path) -> int:
+    """Every statistic of the study table on the page equals table.csv."""
+    table = pd.read_csv(folder / "table.csv")
+    checked = 0
+    for _, r in table.iterrows():
+        for stat in ("median", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p"):
+            cells = _cells(p, strategy=r["strategy"], protocol=r["protocol"], test_set=r["test_set"], stat=stat)
+            if pd.isna(r[stat]):
+                assert all("data-value" not in c for c in cells), (r["strategy"], stat)
+                continue
+            (cell,) = cells
+            assert float(cell["data-value"]) == pytest.approx(r[stat], rel=1e-12, abs=1e-12)
+            checked += 1
+    return checked
+
+
+def test_the_study_report_shows_its_table_curves_and_seeds(made):
+    folder = made["study"]
+    p = page(folder / REPORT)
+    assert check_study_numbers(p, folder) == 2 * (3 + 7)  # 2 test sets x (random: 3 stats, qpt: 7)
+    assert {"study-table", "cells-table", "protocol-card"} <= p.ids
+    alts = [i["alt"] for i in p.images]
+    assert sum(a.startswith("SRCC against pretraining step") for a in alts) == 1
+    assert sum(a.startswith("Paired plot of median SRCC over splits per seed") for a in alts) == 2  # per test set
+    assert any("pretraining loss" in a for a in alts)
+    assert sum(1 for h in p.links if h.endswith("/report.html")) == 2 * (2 + 1)  # every probe cell's own report
+    check_offline_and_linked(folder / REPORT)
+    text = (folder / REPORT).read_text()
+    assert "the seed is the replicate" in text and "negative_degradations" in text
+
+
 def test_a_probe_report_has_no_training_section_but_its_alphas(made):
     report = made["probe"] / REPORT
     p = page(report)
@@ -318,7 +366,7 @@ def _dom_numbers(page) -> Page:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("which", ["eval", "matrix", "probe"])
+@pytest.mark.parametrize("which", ["eval", "matrix", "probe", "study"])
 def test_reports_in_headless_chromium(made, which, tmp_path):
     sync_playwright, exe = _browser()
     path = made[which] / REPORT
@@ -331,7 +379,9 @@ def test_reports_in_headless_chromium(made, which, tmp_path):
                                               "e.getBoundingClientRect().width, e.alt])")
             assert sizes and all(done and natural > 0 and shown > 0 and alt for done, natural, shown, alt in sizes)
             dom = _dom_numbers(page)
-            if which == "matrix":
+            if which == "study":
+                assert check_study_numbers(dom, made["study"]) > 0
+            elif which == "matrix":
                 df = pd.read_csv(made["matrix"] / "metrics.csv")
                 for (weights, test), g in df[df.train_set == df.test_set].groupby(["weights", "test_set"]):
                     (cell,) = _cells(dom, weights=weights, dataset=test, metric="srcc", stat="median")
@@ -342,7 +392,7 @@ def test_reports_in_headless_chromium(made, which, tmp_path):
             assert shot.stat().st_size > 10_000
             phone, errors, _ = _load(browser, path, width=390)  # a phone: the page itself never scrolls sideways
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390 and errors == []
-            if which != "matrix":
+            if which in ("eval", "probe"):
                 phone.emulate_media(media="print")  # folded per-split table is printed
                 assert phone.is_visible("#split-table")
         finally:
