@@ -14,6 +14,7 @@ def study_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="List every cell (pretraining and evaluation) with its status; run nothing."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     results: Optional[Path] = typer.Option(None, help="Write the study under this folder instead of results/studies/."),
+    baseline: Optional[str] = typer.Option(None, help="Compare every strategy with this one instead of the YAML's baseline, e.g. bnstats (same photos, no learning).  On a finished study it only rewrites the tables: nothing is run again."),
 ) -> None:
     """Compare pretraining strategies: pretrain each with every seed, evaluate its snapshots with every
     protocol on the same splits, and write the table and plot (results/studies/NAME/).
@@ -26,9 +27,11 @@ def study_command(
     Example:  biqabench study configs/study_cpu.yaml --dry-run     (then without --dry-run)
     """
     from biqabench.evaluation.study import plan, run_study, study_folder
-    from biqabench.evaluation.study_config import load_study
+    from biqabench.evaluation.study_config import load_study, with_baseline
 
     s = load_study(study)
+    if baseline is not None:
+        s = with_baseline(s, baseline)
     if dry_run:
         _dry_run(s, plan(s, results), study_folder(s, results))
         return

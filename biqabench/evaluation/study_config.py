@@ -122,6 +122,16 @@ def load_study(path: str | Path) -> Study:
     return check_study(study, where)
 
 
+def with_baseline(study: Study, baseline: str) -> Study:
+    """``study`` compared with ``baseline`` (``study --baseline``): a tabulation choice, so the
+    cells (and their folders) stay the same; the name must be one of the study's strategies."""
+    names = [s.name for s in study.pretrainers]
+    if baseline not in names:
+        raise BiqaError(f"--baseline {baseline!r}: not among the strategies of {study.source or study.name} "
+                        f"({', '.join(names)})")
+    return dataclasses.replace(study, baseline=baseline)
+
+
 def _strategies(raw: Any, where: str) -> list[Strategy]:
     if not isinstance(raw, dict) or not raw:
         raise BiqaError(f"{where}: 'pretrainers' must map each strategy to its settings, e.g. "

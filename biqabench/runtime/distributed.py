@@ -9,9 +9,9 @@ no-op, so single-process code calls them unconditionally.
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
+import gc
 import os
 from datetime import timedelta
 from typing import Any, Iterator
@@ -63,11 +63,25 @@ def process_group(runtime: Runtime) -> Iterator[Runtime]:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         runtime = dataclasses.replace(runtime, device=torch.device("cuda", local))
+    finished = False
     try:
         yield runtime
+        finished = True
     finally:
         if created and dist.is_initialized():
+            if finished:
+                _quiesce()
             dist.destroy_process_group()
+
+
+def _quiesce() -> None:
+    """Before a finished run leaves its group: free what still holds it, then wait for every rank.
+
+    Rank 0 writes the weights while the others are done; a rank that tore its group down early, or
+    DDP reducers and gloo work objects freed only at interpreter exit, made a finished 2-process
+    run abort at exit ("terminate called without an active exception", once on CI)."""
+    gc.collect()
+    dist.barrier()
 
 
 def broadcast(obj: Any) -> Any:

@@ -106,6 +106,17 @@ def test_snapshots_of_a_study_are_the_runs_own_and_cells_compare(tmp_path, capsy
     assert code == 0 and "demo-a" in out, err
     code, out, err = invoke_cli(capsys, "study", path, "--results", tmp_path / "res", "--dry-run")
     assert code == 0 and "10 cells (3 pretraining, 7 evaluation), 0 to run" in out
+    # another baseline re-tables the finished study: nothing runs again, every diff is against moco
+    before = {p: p.stat().st_mtime_ns for p in (root / "probe").glob("*/metrics.csv")}
+    code, out, err = invoke_cli(capsys, "study", path, "--results", tmp_path / "res", "--no-progress",
+                                "--baseline", "moco")
+    assert code == 0 and "diff vs moco" in out, err
+    table = pd.read_csv(root / "table.csv")
+    assert set(table["baseline"]) == {"moco"} and table.loc[table.strategy == "moco", "diff"].isna().all()
+    assert table.loc[table.strategy != "moco", "diff"].notna().all()
+    assert {p: p.stat().st_mtime_ns for p in (root / "probe").glob("*/metrics.csv")} == before
+    code, out, err = invoke_cli(capsys, "study", path, "--baseline", "bnstats", "--dry-run")
+    assert code == 2 and "--baseline 'bnstats': not among the strategies" in err and "(moco, qpt, random)" in err, err
 
 
 @pytest.mark.parametrize("change, message", [
