@@ -9,9 +9,12 @@ image once per run and trains the head on them for as many cheap epochs as it li
 What is fixed, so that every split and epoch reuses one computation:
 
 * training crops: ``train_patches`` crops per image (plus their mirror images when the recipe
-  has ``hflip``), drawn from the image's file name and the run seed, not the split seed;
-* test crops: exactly the crops :func:`biqabench.evaluation.runner.score_table` scores (same seed rule),
-  so scoring from the cache equals scoring the images;
+  has ``hflip``), drawn from the image's file name and the run seed, not the split seed, each
+  distinct crop once (an image of the crop's size has one); ``train_patches: 0`` takes the grid
+  of crops that covers the image (:func:`biqabench.data.grid_boxes`);
+* test crops: exactly the crops :func:`biqabench.evaluation.runner.score_table` scores (same seed
+  rule; with ``test_patches: 0`` the covering grid), so scoring from the cache equals scoring the
+  images;
 * the backbone: one frozen backbone for the whole run (the runner builds it with the run seed in
   every split; the store refuses a different one).
 
@@ -92,7 +95,9 @@ class FeatureStore:
         p = recipe.patch_size
         if not train:
             return [(t, left, False) for t, left, _ in crop_boxes(h, w, p, recipe.test_patches, test_crop_seed(name, seed))]
-        boxes = [(t, left, False) for t, left, _ in crop_boxes(h, w, p, recipe.train_patches, train_seed(name, seed))]
+        drawn = crop_boxes(h, w, p, recipe.train_patches, train_seed(name, seed))
+        boxes = list(dict.fromkeys((t, left, False) for t, left, _ in drawn))  # distinct crops: an image
+        # the crop's size has one, however many are asked for (the demo's 128 px images)
         return boxes + [(t, left, True) for t, left, _ in boxes] if recipe.hflip else boxes
 
     def ensure(self, model: IQAHead, table, indices, image_cache, recipe: Recipe, *, seed: int, train: bool,

@@ -164,3 +164,35 @@ def test_shrinking_resize_leaves_small_images_alone(tmp_path):
 
     a, b = ImageCache(resize=recipe.resize), ImageCache(resize=256)
     assert a.get_array(small).shape == (3, 128, 160) and b.get_array(small).shape == (3, 256, 320)
+
+
+def test_random_training_crops_are_distinct():
+    from biqabench.data import ImageCache, load_dataset
+    from biqabench.runtime.device import get_runtime
+    from biqabench.training.features import FeatureStore
+
+    recipe = validate_recipe(TrainRecipe(**{**GRID, "patch_size": 128, "train_patches": 4}))
+    table = load_dataset("demo-a")
+    model = create_head("hyperiqa", create_backbone("tiny"), recipe=recipe)
+    keys = FeatureStore(get_runtime("cpu", "fp32"), progress=False).ensure(
+        model, table, [0, 1], ImageCache(), recipe, seed=0, train=True)
+    assert [len(k) for k in keys] == [2, 2]  # a 128 px image has one 128 px crop (and its mirror)
+
+
+def test_the_photos_preset_sees_a_real_photo_whole_and_leaves_the_cpu_preset_to_the_demo(tmp_path):
+    """HyperIQA's ``photos`` preset: a 500x500 CLIVE-sized photo is shrunk to 384 px and its one
+    384 px crop is the whole image (a 128 px crop of the ``cpu`` preset is a sixteenth of it)."""
+    from PIL import Image
+
+    from biqabench.components.heads import head_spec
+    from biqabench.data import ImageCache
+
+    spec = head_spec("hyperiqa")
+    photos, cpu = spec.preset("photos"), spec.preset("cpu")
+    assert photos.cache_features and photos.freeze_backbone and cpu.patch_size == 128
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)).save(path)
+    arr = ImageCache(resize=photos.resize).get_array(path)
+    assert arr.shape == (3, photos.patch_size, photos.patch_size)  # shrunk to the crop: the crop is the photo
+    assert crop_boxes(*arr.shape[1:], photos.patch_size, photos.test_patches, seed=3) == ((0, 0, False),)
+    assert len(grid_boxes(500, 500, cpu.patch_size)) == 16
