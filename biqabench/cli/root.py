@@ -50,6 +50,9 @@ def get_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from biqabench.runtime.launch import stop_with_parent
+
+    stop_with_parent()  # a cell of a study or matrix ends with it, even when it is SIGKILLed
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:

@@ -15,7 +15,6 @@ import dataclasses
 import difflib
 import functools
 import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,8 @@ from biqabench.results.folder import RunFolder
 from biqabench.evaluation.eval_config import EvalConfig, check_eval_config
 from biqabench.components.weights import weights_label
 from biqabench.runtime.jobs import eval_argv
-from biqabench.runtime.launch import (LAUNCHERS, GpuSlots, SlurmOptions, cells_on_cuda, default_jobs, uses_gpu,
-                                      visible_gpus)
+from biqabench.runtime.launch import (LAUNCHERS, GpuSlots, SlurmOptions, cells_on_cuda, default_jobs, run_cell,
+                                      uses_gpu, visible_gpus)
 
 
 #: EvalConfig fields a matrix varies (as the lists ``heads``, ``weights``, ``train``) instead of fixing.
@@ -148,7 +147,7 @@ def _run_job_subprocess(job: Job, slots: GpuSlots) -> tuple[str, int, str]:
     cmd = cell_command(job)
     with slots.take() as placed:  # its own GPU (CUDA_VISIBLE_DEVICES) when the cells run on CUDA
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **placed)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = run_cell(cmd, env)
     return job.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
 
 

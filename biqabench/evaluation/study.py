@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +38,7 @@ from biqabench.base.errors import BiqaError
 from biqabench.base.paths import results_root
 from biqabench.evaluation.study_config import Protocol, Strategy, Study, eval_config, settings
 from biqabench.runtime.jobs import eval_argv, pretrain_argv, recorded_status
+from biqabench.runtime.launch import run_cell
 from biqabench.training.snapshots import snapshot_path
 
 
@@ -230,7 +230,7 @@ def _run_cells(study: Study, todo: list, jobs: int, run_here, command, progress:
 def _run_process(study: Study, cell, command, threads: str) -> tuple[str, int, str]:
     argv, extra = command(study, cell)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", threads), **extra)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    proc = run_cell(argv, env)
     return cell.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
 
 

@@ -8,6 +8,9 @@
   matrix's ``launcher:`` block; :meth:`SlurmOptions.parameters` turns them into submitit's.
 * **What a run records** (:func:`placement`): launcher, host, GPU, SLURM job id and how many times
   SLURM restarted it, written into each eval run's manifest as ``launcher``.
+* **Cells end with their parent** (:func:`run_cell`, :func:`stop_with_parent`): a study or matrix
+  killed with SIGKILL cannot stop its ``--jobs`` processes itself, so each asks Linux for SIGTERM
+  when its parent dies; SIGTERM stops a run as Ctrl-C does (checkpoint kept), and the re-run resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import contextlib
 import os
 import queue
 import re
+import signal
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,6 +33,33 @@ GPUS_ENV = "BIQABENCH_GPUS"
 #: Set by a launcher in the processes it starts (``local``, ``slurm``); read by :func:`placement`.
 LAUNCHER_ENV = "BIQABENCH_LAUNCHER"
 LAUNCHERS = ("local", "slurm")
+#: Set in a cell started by :func:`run_cell`: the pid of the study or matrix that started it.
+PARENT_ENV = "BIQABENCH_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def run_cell(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run one cell's command (``biqabench eval|probe|pretrain ...``) in a child process, output
+    captured, that stops when this process dies (the child calls :func:`stop_with_parent`)."""
+    return subprocess.run(argv, capture_output=True, text=True, check=False,
+                          env={**env, PARENT_ENV: str(os.getpid())})
+
+
+def stop_with_parent() -> None:
+    """In a cell started by :func:`run_cell`: SIGTERM this process when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere nothing).  The variable is removed first, so that the cell's
+    own children (DataLoader workers) are not concerned."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def visible_gpus() -> list[str]:

@@ -248,3 +248,47 @@ def test_a_failed_multi_task_jobs_log_tail_names_the_rank_that_failed_not_the_on
     assert log_tail(tmp_path, "69") == cancelled.strip()                  # every task cancelled: say so
     assert log_tail(tmp_path, "69", streams=("out",)) == "step 1"
     assert log_tail(tmp_path, "70").startswith("(no log in ")
+
+
+def test_a_cell_gets_sigterm_when_the_study_that_started_it_is_killed(tmp_path):
+    """run_cell + stop_with_parent: SIGKILL the parent (a study or matrix with --jobs) and its
+    running cell is sent SIGTERM, the signal on which a run checkpoints and stops."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cell = ("import os, signal, sys, time\n"
+            "from biqabench.runtime.launch import PARENT_ENV, stop_with_parent\n"
+            f"out = {str(tmp_path)!r}\n"
+            "inherited = PARENT_ENV in os.environ\n"
+            "stop_with_parent()\n"
+            "def stop(*_):\n"
+            "    open(os.path.join(out, 'stopped'), 'w').write('SIGTERM')\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "open(os.path.join(out, 'cell.pid'), 'w').write(f'{os.getpid()} {inherited} {PARENT_ENV in os.environ}')\n"
+            "time.sleep(60)\n")
+    study = ("import os, sys\n"
+             "from biqabench.runtime.launch import run_cell\n"
+             f"run_cell([sys.executable, '-c', {cell!r}], dict(os.environ))\n")
+    parent = subprocess.Popen([sys.executable, "-c", study])
+    deadline = time.time() + 60
+    while not (tmp_path / "cell.pid").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    pid, inherited, still_set = (tmp_path / "cell.pid").read_text().split()
+    assert inherited == "True" and still_set == "False"  # its own children do not inherit the request
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    while not (tmp_path / "stopped").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "stopped").read_text() == "SIGTERM"
+    for _ in range(100):  # and it has ended
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"cell {pid} still runs after its parent was killed")
