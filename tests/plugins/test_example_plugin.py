@@ -15,11 +15,20 @@ def _run(args, env, timeout=300):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def _clean_copy(project, tmp_path):
+    """The example's sources in a fresh folder: pip builds in the folder it installs from, so that
+    the repository gets no build/ or .egg-info/, and no stale build/lib file is installed."""
+    import shutil
+
+    return shutil.copytree(project, tmp_path / project.name,
+                           ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+
+
 def test_pip_installed_example_plugin_is_discovered(tmp_path):
     target = tmp_path / "site"
     env = dict(os.environ)
     r = _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-              "--no-index", "--target", str(target), str(EXAMPLE)], env)
+              "--no-index", "--target", str(target), str(_clean_copy(EXAMPLE, tmp_path))], env)
     assert r.returncode == 0, r.stderr
     env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
     cli = [sys.executable, "-m", "biqabench"]
@@ -59,7 +68,7 @@ def test_pip_installed_example_pretrainer_pretrains_and_probes(tmp_path):
     env = dict(os.environ, BIQABENCH_WEIGHTS=str(tmp_path / "weights"), BIQABENCH_RESULTS=str(tmp_path / "results"),
                BIQABENCH_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
     r = _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-              "--no-index", "--target", str(target), str(PRETRAINER)], env)
+              "--no-index", "--target", str(target), str(_clean_copy(PRETRAINER, tmp_path))], env)
     assert r.returncode == 0, r.stderr
     env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
     cli = [sys.executable, "-m", "biqabench"]
