@@ -54,7 +54,7 @@ class _Listing:
         if parent not in self._dirs:
             try:
                 self._dirs[parent] = {n.lower(): n for n in os.listdir(parent)}
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a name with a NUL byte, which no file has
                 self._dirs[parent] = {}
         names = self._dirs[parent]
         hit = names.get(path.name.lower())

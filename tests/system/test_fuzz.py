@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 from PIL import Image
 
 from biqabench.base.config import load_yaml, override
@@ -99,6 +99,8 @@ def _check_table(table: IQATable | None) -> None:
 
 @given(data=label_bytes, scale=st.sampled_from(["0,100", "1:5", "0 1"]),
        higher_better=st.sampled_from([True, "false", "yes"]))
+@example(data=b"image,mos\n\x00\\0\n", scale="0,100", higher_better=True)  # a NUL in a folder name (found by
+# this test on 2026-12-07: os.listdir raised ValueError)
 def test_generic_csv_reader_never_crashes(data, scale, higher_better):
     with tempfile.TemporaryDirectory() as d:
         root = _folder_with_images(Path(d))
