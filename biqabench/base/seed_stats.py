@@ -295,17 +295,22 @@ def study_table(long: pd.DataFrame, baseline: str, *, value: str = "srcc", confi
     return table.sort_values([c for c in by if c != "strategy"], kind="stable").reset_index(drop=True)
 
 
-def seed_curves(long: pd.DataFrame, value: str = "srcc") -> pd.DataFrame:
-    """Per strategy, protocol, test set and step: the per-seed medians' mean, min and max over
-    seeds (what :func:`biqabench.base.plots.study_plot` draws)."""
+def seed_medians(long: pd.DataFrame, value: str = "srcc") -> pd.DataFrame:
+    """Per strategy, protocol, test set, step and seed: the median of ``value`` over the splits."""
     _check_long(long, value)
     if "step" not in long.columns:
         raise BiqaError("study curves need a 'step' column (the pretraining step of each snapshot)")
-    per_seed = long.groupby([*KEYS, "step", "seed"], sort=False)[value].median().reset_index()
+    return long.groupby([*KEYS, "step", "seed"], sort=False)[value].median().reset_index()
+
+
+def seed_curves(long: pd.DataFrame, value: str = "srcc") -> pd.DataFrame:
+    """Per strategy, protocol, test set and step: the per-seed medians' mean, min and max over
+    seeds (what :func:`biqabench.base.plots.study_plot` draws)."""
+    per_seed = seed_medians(long, value)
     agg = per_seed.groupby([*KEYS, "step"], sort=False)[value].agg(["mean", "min", "max", "count"])
     return agg.reset_index().rename(columns={"count": "seeds"})
 
 
 __all__ = ["BOOT_SEED", "CONFIDENCE", "KEYS", "NOISE", "N_RESAMPLES", "align", "hierarchical_ci",
            "paired_difference", "per_seed_medians", "pooled_wilcoxon_p", "rejection_rate", "seed_curves",
-           "seed_matrix", "seed_test", "seed_test_p", "simulate_pairs", "study_table"]
+           "seed_matrix", "seed_medians", "seed_test", "seed_test_p", "simulate_pairs", "study_table"]

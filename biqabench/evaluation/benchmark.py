@@ -147,8 +147,8 @@ def _run_job_subprocess(job: Job, slots: GpuSlots) -> tuple[str, int, str]:
     cmd = cell_command(job)
     with slots.take() as placed:  # its own GPU (CUDA_VISIBLE_DEVICES) when the cells run on CUDA
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **placed)
-        proc = run_cell(cmd, env)
-    return job.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+        code, last = run_cell(cmd, env)
+    return job.key, code, last
 
 
 def run_matrix(matrix: Matrix, *, jobs: int | None = None, root: Path | None = None, progress: bool = True,

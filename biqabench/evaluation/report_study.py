@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from biqabench.base.errors import BiqaError
+from biqabench.base.seed_stats import seed_medians
 from biqabench.results.folder import Run, RunFolder
 from biqabench.results.report import REPORT, render
 from biqabench.results.report_card import environment_section, human_seconds, metrics_section, relative_link, row, \
@@ -63,14 +64,13 @@ def table_rows(table: pd.DataFrame) -> list[dict]:
     """The study table's rows, each statistic as a number cell with every digit in data-value."""
     rows = []
     for r in table.to_dict("records"):
+        stats = {k: number(r.get(k)) for k in STATS}
+        if stats["p"]["value"] is not None:
+            stats["p"]["text"] = f"{stats['p']['value']:.3g}"
         rows.append({"strategy": str(r["strategy"]), "protocol": str(r["protocol"]), "test_set": str(r["test_set"]),
-                     "step": int(r["step"]), "seeds": int(r["seeds"]),
-                     "stats": {k: number(r.get(k)) for k in STATS}, "seeds_up": _text(r.get("seeds_up")),
-                     "seed_diffs": _text(r.get("seed_diffs")), "per_seed": _text(r.get("per_seed"))})
-    for r in rows:
-        p = r["stats"]["p"]
-        if p["value"] is not None:
-            p["text"] = f"{p['value']:.3g}"
+                     "step": int(r["step"]), "seeds": int(r["seeds"]), "stats": stats,
+                     "seeds_up": _text(r.get("seeds_up")), "seed_diffs": _text(r.get("seed_diffs")),
+                     "per_seed": _text(r.get("per_seed"))})
     return rows
 
 
@@ -84,8 +84,8 @@ def seed_paired_images(long: pd.DataFrame, table: pd.DataFrame, baseline: str) -
     if long.empty or table.empty:
         return []
     last = dict(zip(table["strategy"], table["step"]))
-    final = long[long["step"] == long["strategy"].map(last)]
-    per_seed = final.groupby(["protocol", "test_set", "strategy", "seed"], sort=False)["srcc"].median().reset_index()
+    per_seed = seed_medians(long)
+    per_seed = per_seed[per_seed["step"] == per_seed["strategy"].map(last)]
     images = []
     for (protocol, test_set), g in per_seed.groupby(["protocol", "test_set"], sort=False):
         wide = g.pivot(index="seed", columns="strategy", values="srcc")

@@ -230,8 +230,7 @@ def _run_cells(study: Study, todo: list, jobs: int, run_here, command, progress:
 def _run_process(study: Study, cell, command, threads: str) -> tuple[str, int, str]:
     argv, extra = command(study, cell)
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", threads), **extra)
-    proc = run_cell(argv, env)
-    return cell.key, proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
+    return (cell.key, *run_cell(argv, env))
 
 
 def write_outputs(study: Study, root: Path | None = None) -> Path:

@@ -38,11 +38,13 @@ PARENT_ENV = "BIQABENCH_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_cell(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run one cell's command (``biqabench eval|probe|pretrain ...``) in a child process, output
-    captured, that stops when this process dies (the child calls :func:`stop_with_parent`)."""
-    return subprocess.run(argv, capture_output=True, text=True, check=False,
+def run_cell(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run one cell's command (``biqabench eval|probe|pretrain ...``) in a child process that stops
+    when this process dies (the child calls :func:`stop_with_parent`); returns its exit status and
+    the last line of its stderr (the command's one-line error when it fails)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
                           env={**env, PARENT_ENV: str(os.getpid())})
+    return proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
 
 
 def stop_with_parent() -> None:

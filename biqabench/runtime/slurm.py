@@ -117,11 +117,10 @@ def log_tail(folder: Path, job_id: str, streams: tuple[str, ...] = ("err", "out"
     job_dir = Path(folder) / job_id
     tails = []
     for stream in streams:
-        logs = sorted(job_dir.glob(f"{job_id}_*_log.{stream}"), key=lambda p: _task_index(p, job_id))
-        for path in logs:
+        for task, path in sorted((_task_index(p, job_id), p) for p in job_dir.glob(f"{job_id}_*_log.{stream}")):
             line = _last_line(path.read_text(errors="replace"), skip=("srun: ", "submitit INFO"))
             if line:
-                tails.append((_task_index(path, job_id), line))
+                tails.append((task, line))
         if tails:
             break
     if not tails:
